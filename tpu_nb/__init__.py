@@ -1,0 +1,41 @@
+"""tpu_nb: TPUEstimator's contract on TensorFlow >= 2.16, and a notebook toolkit on top.
+
+Code written for ``tf.compat.v1.estimator.tpu`` needs only its imports changed::
+
+    from tpu_nb import TPUEstimator, TPUEstimatorSpec, RunConfig, TPUConfig, ModeKeys
+"""
+
+from . import events
+from .config import InputPipelineConfig, RunConfig, TPUConfig
+from .cross_shard import CrossShardOptimizer
+from .estimator import TPUEstimator
+from .export import ClassificationOutput, PredictOutput, RegressionOutput
+from .model_calls import Keras3InModelFnError
+from .model_dir_lock import ModelDirBusyError
+from .modes import ModeKeys
+from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
+from .training import NanLossError
+from .warm_start import WarmStartSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassificationOutput",
+    "CrossShardOptimizer",
+    "EstimatorSpec",
+    "InputPipelineConfig",
+    "Keras3InModelFnError",
+    "ModeKeys",
+    "ModelDirBusyError",
+    "NanLossError",
+    "PredictOutput",
+    "RegressionOutput",
+    "RunConfig",
+    "ServingInputReceiver",
+    "TPUConfig",
+    "TensorServingInputReceiver",
+    "TPUEstimator",
+    "TPUEstimatorSpec",
+    "WarmStartSettings",
+    "events",
+]

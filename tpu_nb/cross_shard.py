@@ -1,0 +1,92 @@
+"""``CrossShardOptimizer`` that works on every backend.
+
+The original only worked inside a TPU computation: on CPU its
+``CrossReplicaSum`` op has no kernel and training failed. Here the wrapper
+averages gradients over however many replicas the current context has:
+none (one device: a pass-through), a ``tf.distribute`` replica context
+(all-reduce), or a TPU computation (TensorFlow's own cross-replica sum).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+_REDUCTIONS = ("mean", "sum")
+
+
+def _in_tpu_computation() -> bool:
+    try:
+        from tensorflow.python.tpu import tpu_replication
+
+        ctx = tf.compat.v1.get_default_graph()._get_control_flow_context()  # noqa: SLF001
+        while ctx is not None:
+            if isinstance(ctx, tpu_replication.TPUReplicateContext):
+                return True
+            ctx = ctx.outer_context
+    except Exception:  # pragma: no cover - TF internals moved
+        return False
+    return False
+
+
+class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
+    """Wraps a v1 optimizer so gradients are averaged (or summed) across shards.
+
+    Example::
+
+        opt = CrossShardOptimizer(tf.compat.v1.train.AdamOptimizer(1e-3))
+        train_op = opt.minimize(loss, global_step=tf.compat.v1.train.get_global_step())
+    """
+
+    def __init__(self, opt, reduction="mean", name="CrossShardOptimizer", group_assignment=None):
+        if reduction in (tf.compat.v1.losses.Reduction.MEAN, "mean"):
+            reduction = "mean"
+        elif reduction in (tf.compat.v1.losses.Reduction.SUM, "sum"):
+            reduction = "sum"
+        else:
+            raise ValueError(f"CrossShardOptimizer reduction must be 'mean' or 'sum', got {reduction!r}.")
+        if not isinstance(opt, tf.compat.v1.train.Optimizer):
+            raise TypeError(
+                f"CrossShardOptimizer wraps a tf.compat.v1.train.Optimizer, got {type(opt).__name__}. "
+                "Keras optimizers do not work in graph-mode model_fns; use tf.compat.v1.train.AdamOptimizer etc."
+            )
+        super().__init__(use_locking=False, name=name)
+        self._opt = opt
+        self._reduction = reduction
+        self._group_assignment = group_assignment
+
+    def _num_replicas(self):
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or not tf.distribute.has_strategy():
+            return 1, None
+        return ctx.num_replicas_in_sync, ctx
+
+    def compute_gradients(self, loss, var_list=None, **kwargs):
+        n, _ = self._num_replicas()
+        if self._reduction == "mean" and n > 1 and not _in_tpu_computation():
+            # The distribute runtime sums replica gradients; scale so the result is their mean.
+            loss = loss * (1.0 / n)
+        if _in_tpu_computation():
+            tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
+                self._opt, reduction=self._reduction, group_assignment=self._group_assignment
+            )
+            return tpu_opt.compute_gradients(loss, var_list=var_list, **kwargs)
+        return self._opt.compute_gradients(loss, var_list=var_list, **kwargs)
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        if _in_tpu_computation():
+            tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
+                self._opt, reduction=self._reduction, group_assignment=self._group_assignment
+            )
+            return tpu_opt.apply_gradients(grads_and_vars, global_step=global_step, name=name)
+        # Under a tf.distribute strategy the v1 optimizer already sums replica
+        # gradients in apply_gradients; compute_gradients scaled the loss for a mean.
+        return self._opt.apply_gradients(grads_and_vars, global_step=global_step, name=name)
+
+    def get_slot(self, *args, **kwargs):
+        return self._opt.get_slot(*args, **kwargs)
+
+    def get_slot_names(self, *args, **kwargs):
+        return self._opt.get_slot_names(*args, **kwargs)
+
+    def variables(self):
+        return self._opt.variables()

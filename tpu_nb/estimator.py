@@ -1,0 +1,199 @@
+"""``TPUEstimator``: the original's contract on TensorFlow >= 2.16."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import tempfile
+from typing import Any, Callable, Dict, Optional
+
+import tensorflow as tf
+
+from .config import RunConfig
+from .interrupts import StopRequest
+from .model_calls import check_params
+from .signatures import check_model_fn
+from .warm_start import as_settings
+
+_log = logging.getLogger("tpu_nb")
+
+
+def _check_batch_size(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}.")
+    return int(value)
+
+
+class TPUEstimator:
+    """Trains, evaluates, predicts with and exports a ``model_fn`` with TPUEstimator semantics.
+
+    ``params['batch_size']`` in ``input_fn`` and ``model_fn`` is the batch of
+    the current mode (``train_batch_size`` etc., per shard when sharded).
+    ``iterations_per_loop`` steps run per session run; hooks, checkpoints and
+    summaries happen between loops.
+
+    Example::
+
+        est = TPUEstimator(model_fn, config=RunConfig(model_dir='/tmp/m'), use_tpu=False,
+                           train_batch_size=128, eval_batch_size=128, predict_batch_size=64)
+        est.train(train_input_fn, max_steps=1000)
+        print(est.evaluate(eval_input_fn))
+    """
+
+    def __init__(self, model_fn: Optional[Callable] = None, model_dir: Optional[str] = None,
+                 config: Optional[RunConfig] = None, params: Optional[Dict[str, Any]] = None,
+                 use_tpu: bool = True, train_batch_size: Optional[int] = None,
+                 eval_batch_size: Optional[int] = None, predict_batch_size: Optional[int] = None,
+                 batch_axis=None, eval_on_tpu: bool = True, export_to_tpu: bool = True,
+                 export_to_cpu: bool = True, warm_start_from=None, embedding_config_spec=None,
+                 export_saved_model_api_version=None):
+        if model_fn is None:
+            raise ValueError("model_fn must be provided.")
+        check_model_fn(model_fn)
+        if config is None:
+            config = RunConfig()
+        if not isinstance(config, RunConfig):
+            raise TypeError(
+                f"config must be a tpu_nb.RunConfig, got {type(config).__module__}.{type(config).__name__}. "
+                "Build it with tpu_nb.RunConfig(tpu_config=tpu_nb.TPUConfig(...), ...)."
+            )
+        if model_dir is not None:
+            model_dir = os.fspath(model_dir)
+            if config.model_dir is not None and os.path.abspath(config.model_dir) != os.path.abspath(model_dir):
+                raise ValueError(
+                    f"model_dir={model_dir!r} differs from config.model_dir={config.model_dir!r}: pass only one."
+                )
+            config = config.replace(model_dir=model_dir)
+        if config.model_dir is None:
+            config = config.replace(model_dir=tempfile.mkdtemp(prefix="tpu_nb_model_"))
+            _log.warning("No model_dir given: using the temporary directory %s.", config.model_dir)
+        self._params = check_params(params)
+        self._train_batch_size = _check_batch_size("train_batch_size", train_batch_size)
+        self._eval_batch_size = _check_batch_size("eval_batch_size", eval_batch_size)
+        self._predict_batch_size = _check_batch_size("predict_batch_size", predict_batch_size)
+        if not isinstance(use_tpu, bool):
+            raise TypeError(f"use_tpu must be True or False, got {use_tpu!r}.")
+        if not export_to_cpu and not export_to_tpu:
+            raise ValueError("export_to_cpu and export_to_tpu are both False, so export_saved_model would have "
+                             "nothing to export: set at least one of them to True.")
+        self._warm_start_from = as_settings(warm_start_from) if warm_start_from is not None else None
+        self._model_fn = model_fn
+        self._config = config
+        self._use_tpu = use_tpu
+        self._eval_on_tpu = eval_on_tpu
+        self._export_to_tpu = export_to_tpu
+        self._export_to_cpu = export_to_cpu
+        self._batch_axis = batch_axis
+        self._stop = None
+
+    # -- read-only properties -------------------------------------------------
+    model_fn = property(lambda self: self._model_fn)
+    config = property(lambda self: self._config)
+    params = property(lambda self: dict(self._params))
+    model_dir = property(lambda self: self._config.model_dir)
+    use_tpu = property(lambda self: self._use_tpu)
+    train_batch_size = property(lambda self: self._train_batch_size)
+    eval_batch_size = property(lambda self: self._eval_batch_size)
+    predict_batch_size = property(lambda self: self._predict_batch_size)
+    export_to_tpu = property(lambda self: self._export_to_tpu)
+    export_to_cpu = property(lambda self: self._export_to_cpu)
+    warm_start_from = property(lambda self: self._warm_start_from)
+
+    @property
+    def backend_name(self) -> str:
+        """Where the unsharded path runs: 'GPU' if TensorFlow sees one, else 'CPU'."""
+        return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+    def _require_backend(self, what):
+        if self._use_tpu and not (what == "evaluate" and not self._eval_on_tpu):
+            cfg = self._config
+            where = cfg.master or cfg.cluster
+            raise RuntimeError(
+                f"{what}() with use_tpu=True needs a TPU, but "
+                + (f"the TPU backend for {where!r} is not available in this build of tpu_nb. "
+                   if where else "RunConfig names none (no cluster= or master=). ")
+                + "Pass use_tpu=False to run on this machine's CPU or GPU with the same code."
+            )
+
+    # -- the four verbs ---------------------------------------------------------
+    def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
+        """Trains for ``steps`` more steps or up to ``max_steps``; returns ``self``.
+
+        Ctrl-C stops at the next loop boundary, saves a checkpoint and re-raises
+        ``KeyboardInterrupt``; a NaN/Inf loss raises without saving the bad state.
+        """
+        from .training import run_train
+
+        self._require_backend("train")
+        self._stop = StopRequest()
+        try:
+            return run_train(self, input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
+                             saving_listeners=saving_listeners, stop=self._stop)
+        finally:
+            self._stop = None
+
+    def request_stop(self, reason: str = "stop requested") -> bool:
+        """Asks a running ``train()`` (e.g. in another thread) to stop at the next loop boundary.
+
+        Returns False when no training is running.
+        """
+        stop = self._stop
+        if stop is None:
+            return False
+        stop.set(reason)
+        return True
+
+    def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
+        """Evaluates on ``steps`` batches (None: until the input ends); returns a dict.
+
+        The dict holds ``loss`` (mean over batches), ``global_step`` and every metric.
+        """
+        from .evaluation import run_evaluate
+
+        self._require_backend("evaluate")
+        return run_evaluate(self, input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path, name=name)
+
+    def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
+        """Yields predictions: one dict per example, or one dict of arrays per batch."""
+        from .prediction import run_predict
+
+        self._require_backend("predict")
+        return run_predict(self, input_fn, predict_keys=predict_keys, hooks=hooks,
+                           checkpoint_path=checkpoint_path, yield_single_examples=yield_single_examples)
+
+    def export_saved_model(self, export_dir_base, serving_input_receiver_fn, assets_extra=None, as_text=False,
+                           checkpoint_path=None, experimental_mode=None):
+        """Writes a SavedModel with the ``serve`` (CPU) and ``serve,tpu`` metagraphs; returns its path (bytes)."""
+        from .export import run_export
+
+        if experimental_mode not in (None, "infer"):
+            raise ValueError("export_saved_model only exports the PREDICT mode (experimental_mode=ModeKeys.PREDICT).")
+        path = run_export(self, export_dir_base, serving_input_receiver_fn, assets_extra=assets_extra,
+                          as_text=as_text, checkpoint_path=checkpoint_path)
+        return path
+
+    export_savedmodel = export_saved_model
+
+    # -- checkpoint inspection --------------------------------------------------
+    def latest_checkpoint(self) -> Optional[str]:
+        """Path prefix of the newest checkpoint in ``model_dir`` (None before training)."""
+        return tf.train.latest_checkpoint(self.model_dir)
+
+    def _checkpoint_or_fail(self):
+        path = self.latest_checkpoint()
+        if path is None:
+            raise ValueError(f"No checkpoint in model_dir {self.model_dir!r}: call train() first.")
+        return path
+
+    def get_variable_names(self):
+        """Names of the variables in the latest checkpoint."""
+        return [name for name, _ in tf.train.list_variables(self._checkpoint_or_fail())]
+
+    def get_variable_value(self, name):
+        """Value (numpy) of variable ``name`` in the latest checkpoint."""
+        return tf.train.load_variable(self._checkpoint_or_fail(), name)

@@ -1,0 +1,147 @@
+"""``evaluate()`` on one device: metrics accumulated over the input, one result dict."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from . import events
+from .input_pipeline import InputPipeline
+from .model_calls import call_input_fn, call_model_fn
+from .modes import ModeKeys
+from .schedule import check_step_arg
+from .spec import EstimatorSpec, call_with_tensors
+from .training import check_hooks
+
+_log = logging.getLogger("tpu_nb")
+_RESERVED_METRIC_NAMES = ("loss", "global_step")
+
+
+def resolve_checkpoint(est, checkpoint_path, what):
+    """The checkpoint to use: the given path (file prefix or directory) or the latest in model_dir."""
+    if checkpoint_path is not None:
+        path = os.fspath(checkpoint_path)
+        if tf.io.gfile.isdir(path):
+            latest = tf.train.latest_checkpoint(path)
+            if latest is None:
+                raise ValueError(f"checkpoint_path={path!r} is a directory without a checkpoint in it.")
+            return latest
+        if not tf.io.gfile.exists(path + ".index"):
+            raise ValueError(
+                f"checkpoint_path={path!r} is not a checkpoint (no {path}.index). Pass a prefix such as "
+                f"{os.path.join(est.model_dir, 'model.ckpt-1000')}, or a directory."
+            )
+        return path
+    latest = tf.train.latest_checkpoint(est.model_dir)
+    if latest is None:
+        _log.warning("Could not find a trained model in model_dir %s: running %s with freshly initialized "
+                     "variables. Call train() first, or pass checkpoint_path.", est.model_dir, what)
+    return latest
+
+
+def metric_ops_from_spec(spec):
+    """{name: (value, update_op)} from eval_metrics (TPU spec) or eval_metric_ops (plain spec)."""
+    if isinstance(spec, EstimatorSpec):
+        ops = dict(spec.eval_metric_ops or {})
+    elif spec.eval_metrics is not None:
+        fn, tensors = spec.eval_metrics
+        ops = call_with_tensors(fn, tensors)
+        if not isinstance(ops, dict):
+            raise TypeError(
+                f"eval_metrics' metric_fn must return a dict of name -> (value, update_op), got {type(ops).__name__}."
+            )
+    else:
+        ops = {}
+    for name, pair in ops.items():
+        if name in _RESERVED_METRIC_NAMES:
+            raise ValueError(f"Metric name {name!r} is reserved (the result dict has it already): rename the metric.")
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(
+                f"metric {name!r} must be a (value, update_op) pair as tf.compat.v1.metrics.* return, got {pair!r}."
+            )
+    return ops
+
+
+def _scaffold(spec):
+    if isinstance(spec, EstimatorSpec):
+        return spec.scaffold
+    return spec.scaffold_fn() if spec.scaffold_fn is not None else None
+
+
+def _write_eval_summary(est, name, step, results):
+    path = os.path.join(est.model_dir, "eval" if not name else f"eval_{name}")
+    writer = tf.compat.v1.summary.FileWriterCache.get(path)
+    values = []
+    for key, value in results.items():
+        if key == "global_step":
+            continue
+        arr = np.asarray(value)
+        if arr.size == 1 and np.issubdtype(arr.dtype, np.number):
+            values.append(tf.compat.v1.Summary.Value(tag=key, simple_value=float(arr)))
+    writer.add_summary(tf.compat.v1.Summary(value=values), step)
+    writer.flush()
+
+
+def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
+    """Implements ``TPUEstimator.evaluate`` on the unsharded path."""
+    steps = check_step_arg("steps", steps)
+    hooks = check_hooks(hooks)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"evaluate(name=...) must be a string, got {type(name).__name__}.")
+    ckpt = resolve_checkpoint(est, checkpoint_path, "evaluation")
+    graph = tf.Graph()
+    with graph.as_default():
+        if est.config.tf_random_seed is not None:
+            tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size))
+        if not pipeline.loopable and steps is None:
+            raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
+                             "cannot be detected: pass evaluate(steps=N).")
+        features, labels = pipeline.next()
+        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.EVAL, est.config, est.params,
+                             est.eval_batch_size, est.use_tpu)
+        loss_mean, loss_update = tf.compat.v1.metrics.mean(tf.cast(spec.loss, tf.float32), name="mean_loss")
+        metrics = metric_ops_from_spec(spec)
+        update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
+        final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
+        final_ops.update({k: pair[0] for k, pair in metrics.items()})
+        final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
+        user_scaffold = _scaffold(spec)
+        local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+        if pipeline.initializer is not None:
+            local_init.append(pipeline.initializer)
+        scaffold = tf.compat.v1.train.Scaffold(
+            init_op=getattr(user_scaffold, "init_op", None),
+            init_fn=getattr(user_scaffold, "_init_fn", None),
+            local_init_op=tf.group(*local_init),
+            saver=getattr(user_scaffold, "saver", None),
+        )
+        creator = tf.compat.v1.train.ChiefSessionCreator(
+            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
+        all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]
+        count = 0
+        with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
+            while not sess.should_stop() and (steps is None or count < steps):
+                sess.run(update)
+                count += 1
+        if steps is not None and count < steps:
+            _log.info("Evaluation input ended after %d of %d steps.", count, steps)
+        results = {k: _to_python_scalar(v) for k, v in final_hook.final_ops_values.items()}
+        _write_eval_summary(est, name, int(results["global_step"]), results)
+    _log.info("Evaluation at step %d (%d steps): %s", results["global_step"], count,
+              ", ".join(f"{k} = {v:.6g}" for k, v in results.items() if isinstance(v, (float, np.floating))))
+    events.publish(events.EvalFinished(events.bus.new_run_id(), int(results["global_step"]), name, dict(results)))
+    return results
+
+
+def _to_python_scalar(value):
+    arr = np.asarray(value)
+    if arr.shape == () and np.issubdtype(arr.dtype, np.floating):
+        return np.float32(arr)
+    if arr.shape == () and np.issubdtype(arr.dtype, np.integer):
+        return np.int64(arr)
+    return value

@@ -1,0 +1,88 @@
+"""``host_call``: per-step tensors carried out of the device loop and run on the host.
+
+On a TPU the loop pushes them to the outfeed. Here the loop enqueues them
+into a FIFO queue (every step, or every n-th), and after each loop the host
+side dequeues every entry and runs the user's function on it. That keeps one
+session run per loop for the device work, whatever the host_call does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from .spec import call_with_tensors
+from .signatures import fn_args
+
+_QUEUE_CAPACITY = 2**31 - 1  # bounded by one loop's entries in practice; never blocks the loop
+
+
+def _names_for(fn, tensors) -> List[str]:
+    if isinstance(tensors, dict):
+        return list(tensors.keys())
+    names = list(fn_args(fn))
+    if len(names) == len(tensors):
+        return names
+    return [f"arg{i}" for i in range(len(tensors))]
+
+
+class HostCallQueue:
+    """Builds the enqueue side (inside the loop) and the host side (after it)."""
+
+    def __init__(self, fn, tensors, every_n_steps: int = 1):
+        self.fn = fn
+        self.every_n_steps = every_n_steps
+        self._structure = tensors
+        self.names = _names_for(fn, tensors)
+        flat = [tf.convert_to_tensor(t) for t in (tensors.values() if isinstance(tensors, dict) else tensors)]
+        self._dtypes = [tf.int64] + [t.dtype for t in flat]
+        shapes = [tf.TensorShape([])] + [t.shape for t in flat]
+        self._shapes = shapes if all(s.is_fully_defined() for s in shapes) else None
+        with tf.init_scope():
+            self.queue = tf.queue.FIFOQueue(
+                _QUEUE_CAPACITY, self._dtypes, shapes=self._shapes, name="host_call_outfeed"
+            )
+        self._flat = flat
+        self._callable = None
+
+    def enqueue(self, global_step):
+        """The in-loop op: enqueue this step's tensors when ``global_step % n == 0``."""
+        values = [tf.cast(global_step, tf.int64)] + self._flat
+        if self.every_n_steps == 1:
+            return self.queue.enqueue(values)
+        return tf.cond(
+            tf.equal(tf.math.floormod(tf.cast(global_step, tf.int64), self.every_n_steps), 0),
+            lambda: self.queue.enqueue(values),
+            tf.no_op,
+        )
+
+    def build_host_side(self):
+        """Builds (in the outer graph) the dequeue and the user's function on it."""
+        dequeued = self.queue.dequeue(name="host_call_dequeue")
+        if not isinstance(dequeued, (list, tuple)):
+            dequeued = [dequeued]
+        step, values = dequeued[0], list(dequeued[1:])
+        if self._shapes is None:
+            values = [tf.ensure_shape(v, t.shape) if t.shape.rank is not None else v
+                      for v, t in zip(values, self._flat)]
+        if isinstance(self._structure, dict):
+            structured = dict(zip(self._structure.keys(), values))
+        else:
+            structured = values
+        outputs = call_with_tensors(self.fn, structured)
+        ops = [o for o in tf.nest.flatten(outputs) if o is not None]
+        self._fetches = [ops, step, values]
+        self.size = self.queue.size()
+
+    def drain(self, session) -> List[Dict[str, Any]]:
+        """Runs the host function once per queued step; returns that step's values."""
+        if self._callable is None:
+            self._callable = session.make_callable(self._fetches)
+        n = session.run(self.size)
+        out = []
+        for _ in range(int(n)):
+            _, step, values = self._callable()
+            out.append((int(step), {name: np.asarray(v) for name, v in zip(self.names, values)}))
+        return out

@@ -1,0 +1,152 @@
+"""Calling the user's ``model_fn`` and ``input_fn`` with the arguments they ask for."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from .modes import ModeKeys
+from .signatures import check_input_fn, check_model_fn, describe
+from .spec import EstimatorSpec, TPUEstimatorSpec
+
+_RESERVED_PARAMS = ("batch_size", "context")
+
+
+def check_params(params) -> Dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict, got {type(params).__name__}.")
+    for key in _RESERVED_PARAMS:
+        if key in params:
+            raise ValueError(
+                f"params must not contain the reserved key {key!r}: TPUEstimator sets it for "
+                "input_fn and model_fn. Pass the global batch size as train_batch_size/"
+                "eval_batch_size/predict_batch_size instead."
+            )
+    return dict(params)
+
+
+class Keras3InModelFnError(TypeError):
+    """A Keras 3 object was used inside a graph-mode model_fn."""
+
+
+def _created_by_keras3() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module == "keras" or module.startswith("keras."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_KERAS3_MESSAGE = (
+    "model_fn created a variable through Keras 3 (the `keras` package, which `tf.keras` is on "
+    "TF >= 2.16). Keras 3 layers are silently wrong in the TF1 graph mode a model_fn runs in "
+    "(variable names not reset per graph, dropout masks fixed, BatchNorm statistics frozen). "
+    "Use Keras 2 instead: `pip install tf-keras` and `import tf_keras` (tf_keras.layers.Dense, ...), "
+    "or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow so tf.keras is Keras 2."
+)
+
+
+@contextlib.contextmanager
+def refuse_keras3():
+    """Fails fast when a Keras 3 layer creates variables inside model_fn."""
+
+    def creator_v2(next_creator, **kwargs):
+        if _created_by_keras3():
+            raise Keras3InModelFnError(_KERAS3_MESSAGE)
+        return next_creator(**kwargs)
+
+    def creator_v1(next_creator, **kwargs):
+        if _created_by_keras3():
+            raise Keras3InModelFnError(_KERAS3_MESSAGE)
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator_v2), tf.compat.v1.variable_creator_scope(creator_v1):
+        yield
+
+
+def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: Optional[int], use_tpu: bool,
+                  allow_estimator_spec: bool = True):
+    """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts."""
+    args = check_model_fn(model_fn)
+    kwargs = {"features": features}
+    if "labels" in args:
+        kwargs["labels"] = labels
+    elif labels is not None and mode != ModeKeys.PREDICT:
+        raise ValueError(
+            f"model_fn {describe(model_fn)} does not take labels, but input_fn returns labels. "
+            "Add a `labels` argument to model_fn, or return only features from input_fn."
+        )
+    if "mode" in args:
+        kwargs["mode"] = mode
+    if "config" in args:
+        kwargs["config"] = config
+    if "params" in args:
+        p = dict(params)
+        if batch_size is not None:
+            p["batch_size"] = batch_size
+        p["use_tpu"] = use_tpu
+        kwargs["params"] = p
+    with refuse_keras3():
+        spec = model_fn(**kwargs)
+    if isinstance(spec, TPUEstimatorSpec):
+        pass
+    elif isinstance(spec, EstimatorSpec):
+        if not allow_estimator_spec:
+            raise RuntimeError(
+                "model_fn returned an EstimatorSpec, which sharded evaluation and prediction cannot "
+                "run: return a TPUEstimatorSpec (with eval_metrics=(metric_fn, tensors) for metrics)."
+            )
+    else:
+        raise TypeError(
+            f"model_fn must return a TPUEstimatorSpec or EstimatorSpec, got {type(spec).__name__}."
+        )
+    if spec.mode != mode:
+        raise ValueError(f"model_fn was called in mode {mode!r} but returned a spec for mode {spec.mode!r}.")
+    if mode in (ModeKeys.TRAIN, ModeKeys.EVAL):
+        loss = tf.convert_to_tensor(spec.loss)
+        if loss.shape.rank not in (None, 0):
+            raise ValueError(
+                f"The loss returned by model_fn must be a scalar, got shape {loss.shape}. "
+                "Reduce it, e.g. with tf.reduce_mean."
+            )
+    return spec
+
+
+def call_input_fn(input_fn, mode, config, params, batch_size: Optional[int], context=None):
+    """Calls ``input_fn``; returns what it returned (Dataset, (features, labels) or features)."""
+    args = check_input_fn(input_fn)
+    p = dict(params)
+    if batch_size is not None:
+        p["batch_size"] = batch_size
+    if context is not None:
+        p["context"] = context
+    kwargs = {"params": p}
+    if "mode" in args:
+        kwargs["mode"] = mode
+    if "config" in args:
+        kwargs["config"] = config
+    if "input_context" in args:
+        kwargs["input_context"] = None
+    with tf.device("/cpu:0"):
+        return input_fn(**kwargs)
+
+
+def split_features_labels(element):
+    """An input element is ``(features, labels)`` or just features."""
+    if isinstance(element, tuple) and len(element) == 2:
+        return element[0], element[1]
+    if isinstance(element, list) and len(element) == 2 and not isinstance(element[0], (int, float)):
+        return element[0], element[1]
+    return element, None
+
+
+def _check_features(features, where):
+    if features is None:
+        raise ValueError(f"input_fn returned no features ({where}).")

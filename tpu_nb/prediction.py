@@ -1,0 +1,92 @@
+"""``predict()`` on one device: a generator over examples (or batches)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from .evaluation import resolve_checkpoint
+from .input_pipeline import InputPipeline
+from .model_calls import call_input_fn, call_model_fn
+from .modes import ModeKeys
+from .spec import EstimatorSpec
+from .training import check_hooks
+
+_log = logging.getLogger("tpu_nb")
+
+
+def _select(predictions, predict_keys):
+    if predict_keys is None:
+        return predictions
+    if not isinstance(predictions, dict):
+        raise ValueError("predict_keys was given, but model_fn's predictions are a single tensor, not a dict.")
+    if isinstance(predict_keys, str):
+        predict_keys = [predict_keys]
+    missing = [k for k in predict_keys if k not in predictions]
+    if missing:
+        raise ValueError(f"predict_keys {missing} are not in the predictions; available keys: {sorted(predictions)}.")
+    return {k: predictions[k] for k in predict_keys}
+
+
+def _batch_length(preds):
+    if isinstance(preds, dict):
+        sizes = {k: (v.shape[0] if np.ndim(v) else None) for k, v in preds.items()}
+        distinct = {s for s in sizes.values()}
+        if None in distinct or len(distinct) != 1:
+            raise ValueError(
+                f"With yield_single_examples=True every prediction needs the same batch (first) dimension; got "
+                f"{sizes}. Give each prediction a batch dimension, or use yield_single_examples=False."
+            )
+        return distinct.pop()
+    if np.ndim(preds) == 0:
+        raise ValueError("The prediction has no batch dimension; use yield_single_examples=False.")
+    return preds.shape[0]
+
+
+def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
+    """Implements ``TPUEstimator.predict`` on the unsharded path (a generator)."""
+    hooks = check_hooks(hooks)
+    ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")
+    graph = tf.Graph()
+    with graph.as_default():
+        if est.config.tf_random_seed is not None:
+            tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+        tf.compat.v1.train.get_or_create_global_step()
+        pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params,
+                                               est.predict_batch_size))
+        features, labels = pipeline.next()
+        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
+                             est.predict_batch_size, est.use_tpu)
+        predictions = _select(spec.predictions, predict_keys)
+        user_scaffold = spec.scaffold if isinstance(spec, EstimatorSpec) else (
+            spec.scaffold_fn() if spec.scaffold_fn is not None else None)
+        local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+        if pipeline.initializer is not None:
+            local_init.append(pipeline.initializer)
+        scaffold = tf.compat.v1.train.Scaffold(
+            init_op=getattr(user_scaffold, "init_op", None),
+            init_fn=getattr(user_scaffold, "_init_fn", None),
+            local_init_op=tf.group(*local_init),
+            saver=getattr(user_scaffold, "saver", None),
+        )
+        creator = tf.compat.v1.train.ChiefSessionCreator(
+            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
+        with tf.compat.v1.train.MonitoredSession(session_creator=creator,
+                                                  hooks=hooks + list(spec.prediction_hooks)) as sess:
+            single_shot = not pipeline.loopable
+            while not sess.should_stop():
+                preds = sess.run(predictions)
+                if not yield_single_examples:
+                    yield preds
+                else:
+                    n = _batch_length(preds)
+                    if isinstance(preds, dict):
+                        for i in range(n):
+                            yield {k: v[i] for k, v in preds.items()}
+                    else:
+                        for i in range(n):
+                            yield preds[i]
+                if single_shot:
+                    break

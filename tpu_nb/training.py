@@ -1,0 +1,353 @@
+"""``train()`` on one device: ``iterations_per_loop`` steps per session run.
+
+The model is built inside a ``tf.while_loop`` in its own ``tf.Graph``, so one
+``Session.run`` executes a whole loop of steps on the device. Hooks,
+checkpoints, summaries, host_call processing, events, interrupts and the
+NaN check all happen at loop boundaries, as on a TPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Optional
+
+import tensorflow as tf
+
+from . import events
+from .host_calls import HostCallQueue
+from .input_pipeline import InputPipeline
+from .interrupts import StopRequest, deferred_interrupts
+from .model_calls import call_input_fn, call_model_fn
+from .model_dir_lock import ModelDirLock
+from .modes import ModeKeys
+from .schedule import TimedLoopSizer, check_step_arg, next_loop_size, target_step
+from .spec import EstimatorSpec
+
+_log = logging.getLogger("tpu_nb")
+
+
+class NanLossError(tf.compat.v1.train.NanLossDuringTrainingError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+def checkpointed_step(model_dir: str) -> int:
+    path = tf.train.latest_checkpoint(model_dir) if model_dir else None
+    if not path:
+        return 0
+    try:
+        return int(tf.train.load_variable(path, "global_step"))
+    except (tf.errors.NotFoundError, ValueError):
+        return 0
+
+
+def check_hooks(hooks, what="hooks"):
+    hooks = list(hooks or [])
+    for hook in hooks:
+        if not isinstance(hook, tf.compat.v1.train.SessionRunHook):
+            raise TypeError(
+                f"All {what} must be tf.compat.v1.train.SessionRunHook instances, got {type(hook).__name__}."
+            )
+    return hooks
+
+
+class _PublishingListener(tf.compat.v1.train.CheckpointSaverListener):
+    def __init__(self, run_id, model_dir):
+        self.run_id = run_id
+        self.model_dir = model_dir
+        self.last_saved_step = None
+
+    def after_save(self, session, global_step_value):
+        self.last_saved_step = int(global_step_value)
+        path = tf.train.latest_checkpoint(self.model_dir) or ""
+        _log.info("Saved checkpoint for step %d: %s", global_step_value, path)
+        events.publish(events.CheckpointSaved(self.run_id, int(global_step_value), path))
+
+
+class _TrainGraph:
+    """Everything built for one ``train()`` call."""
+
+    def __init__(self, est, input_fn, run_id):
+        self.graph = tf.Graph()
+        self.captured = {}
+        with self.graph.as_default():
+            if est.config.tf_random_seed is not None:
+                tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+            self.global_step = tf.compat.v1.train.get_or_create_global_step()
+            returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
+            self.input = InputPipeline(returned)
+            self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="iterations_per_loop")
+            every_n = est.config.tpu_config.experimental_host_call_every_n_steps
+
+            def body(i, last_loss, bad_step):
+                features, labels = self.input.next()
+                spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
+                                     est.train_batch_size, est.use_tpu)
+                self.captured["spec"] = spec
+                loss = tf.cast(tf.convert_to_tensor(spec.loss), tf.float32)
+                with tf.control_dependencies([spec.train_op]):
+                    step = tf.identity(self.global_step.read_value())
+                deps = [spec.train_op]
+                host_call = getattr(spec, "host_call", None)
+                if host_call is not None:
+                    self.captured["host_call"] = HostCallQueue(host_call[0], host_call[1], every_n)
+                    deps.append(self.captured["host_call"].enqueue(step))
+                with tf.control_dependencies(deps):
+                    finite = tf.math.is_finite(loss)
+                    new_bad = tf.where(tf.logical_or(finite, bad_step >= 0), bad_step, step)
+                    return i + 1, tf.identity(loss), new_bad
+
+            def cond(i, last_loss, bad_step):
+                return tf.logical_and(i < self.iterations, bad_step < 0)
+
+            self.loop = tf.while_loop(
+                cond, body, [tf.constant(0), tf.constant(0.0), tf.constant(-1, tf.int64)],
+                parallel_iterations=1, name="train_loop",
+            )
+            with tf.control_dependencies(list(self.loop)):
+                # Without the dependency the read may run before the loop and see a stale step.
+                self.step_after = tf.identity(self.global_step.read_value(), name="global_step_after_loop")
+            spec = self.captured["spec"]
+            self.spec = spec
+            self.host_call = self.captured.get("host_call")
+            if self.host_call is not None:
+                self.host_call.build_host_side()
+            self.flush_writers = _flush_writers_op()
+
+            user_scaffold = None
+            if isinstance(spec, EstimatorSpec):
+                user_scaffold = spec.scaffold
+            elif spec.scaffold_fn is not None:
+                user_scaffold = spec.scaffold_fn()
+            if est.warm_start_from is not None and not tf.train.latest_checkpoint(est.model_dir):
+                from .warm_start import warm_start
+
+                warm_start(est.warm_start_from)
+            self.scaffold = _merge_scaffold(user_scaffold, est.config, self.input)
+
+
+def _merge_scaffold(user, config, input_pipeline):
+    local_inits = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+    if input_pipeline.initializer is not None:
+        local_inits.append(input_pipeline.initializer)
+    # tf.summary v2 writers a host_call created need initializing in every new session.
+    local_inits.extend(_summary_writer_init_ops())
+    if user is not None and user.local_init_op is not None:
+        local_inits.append(user.local_init_op)
+    saver = user.saver if user is not None and user.saver is not None else None
+    if saver is None:
+        saver = tf.compat.v1.train.Saver(
+            sharded=True,
+            max_to_keep=config.keep_checkpoint_max,
+            keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
+            save_relative_paths=True,
+        )
+    return tf.compat.v1.train.Scaffold(
+        init_op=user.init_op if user is not None else None,
+        init_feed_dict=user.init_feed_dict if user is not None else None,
+        init_fn=user._init_fn if user is not None else None,  # noqa: SLF001
+        ready_op=user.ready_op if user is not None else None,
+        ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
+        local_init_op=tf.group(*local_inits),
+        summary_op=user.summary_op if user is not None else None,
+        saver=saver,
+    )
+
+
+def _summary_writer_init_ops():
+    from tensorflow.python.ops import summary_ops_v2
+
+    return tf.compat.v1.get_collection(summary_ops_v2._SUMMARY_WRITER_INIT_COLLECTION_NAME)  # noqa: SLF001
+
+
+class _Summaries:
+    """loss and global_step/sec for TensorBoard, written from Python at loop boundaries."""
+
+    def __init__(self, model_dir, every_steps, log_every_steps):
+        self.model_dir = model_dir
+        self.every = every_steps or 0
+        self.log_every = log_every_steps or 0
+        self.last_written = None
+        self.last_logged = None
+        self._writer = None
+
+    def _get_writer(self):
+        if self._writer is None:
+            self._writer = tf.compat.v1.summary.FileWriterCache.get(self.model_dir)
+        return self._writer
+
+    def at_boundary(self, step, loss, steps_per_sec, examples_per_sec, final=False):
+        due = self.every and (self.last_written is None or step - self.last_written >= self.every)
+        if due or (final and self.every):
+            values = [tf.compat.v1.Summary.Value(tag="loss", simple_value=loss)]
+            if steps_per_sec is not None:
+                values.append(tf.compat.v1.Summary.Value(tag="global_step/sec", simple_value=steps_per_sec))
+            if examples_per_sec is not None:
+                values.append(tf.compat.v1.Summary.Value(tag="examples/sec", simple_value=examples_per_sec))
+            self._get_writer().add_summary(tf.compat.v1.Summary(value=values), step)
+            self.last_written = step
+        if self.log_every and (self.last_logged is None or step - self.last_logged >= self.log_every or final):
+            rate = f", {steps_per_sec:.1f} steps/s" if steps_per_sec else ""
+            _log.info("global step %d: loss = %.6g%s", step, loss, rate)
+            self.last_logged = step
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.flush()
+
+
+def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None, stop: Optional[StopRequest] = None):
+    """Implements ``TPUEstimator.train`` on the unsharded path."""
+    steps = check_step_arg("steps", steps)
+    max_steps = check_step_arg("max_steps", max_steps)
+    target_step(0, steps, max_steps)  # validates the combination before any work
+    hooks = check_hooks(hooks)
+    listeners = list(saving_listeners or [])
+    for listener in listeners:
+        if not isinstance(listener, tf.compat.v1.train.CheckpointSaverListener):
+            raise TypeError(
+                "saving_listeners must be tf.compat.v1.train.CheckpointSaverListener instances, "
+                f"got {type(listener).__name__}."
+            )
+    model_dir = est.model_dir
+    start_step = checkpointed_step(model_dir)
+    if max_steps is not None and start_step >= max_steps:
+        _log.info("Skipping training: the checkpoint in %s is at step %d >= max_steps=%d.", model_dir, start_step, max_steps)
+        return est
+    target = target_step(start_step, steps, max_steps)
+    ipl = est.config.tpu_config.parsed_iterations_per_loop
+    stop = stop or StopRequest()
+    run_id = events.bus.new_run_id()
+
+    with ModelDirLock(model_dir) as lock:
+        if lock.took_over_stale:
+            _log.info("Took over a stale training lock in %s left by a process that no longer runs.", model_dir)
+        built = _TrainGraph(est, input_fn, run_id)
+        if not built.input.loopable and not (ipl.unit == "count" and ipl.value == 1):
+            _log.warning("input_fn returned tensors, not a tf.data.Dataset: running one step per session run. "
+                         "Return a Dataset to run iterations_per_loop steps per run.")
+        sizer = TimedLoopSizer(ipl.value) if ipl.is_time else None
+        listener = _PublishingListener(run_id, model_dir)
+        summaries = _Summaries(model_dir, est.config.save_summary_steps, est.config.log_step_count_steps)
+        with built.graph.as_default():
+            saver_hook = tf.compat.v1.train.CheckpointSaverHook(
+                model_dir,
+                save_secs=est.config.save_checkpoints_secs,
+                save_steps=est.config.save_checkpoints_steps if est.config.save_checkpoints_secs is None else None,
+                scaffold=built.scaffold,
+                listeners=listeners + [listener],
+                save_graph_def=est.config.checkpoint_save_graph_def,
+            )
+            all_hooks = hooks + list(built.spec.training_hooks) + [saver_hook]
+            if isinstance(built.spec, EstimatorSpec):
+                all_hooks += list(built.spec.training_chief_hooks)
+            creator = tf.compat.v1.train.ChiefSessionCreator(
+                scaffold=built.scaffold, checkpoint_dir=model_dir, config=est.config.session_config,
+            )
+            events.publish(events.RunStarted(
+                run_id, ModeKeys.TRAIN, est.backend_name, 1, 1, est.train_batch_size, est.train_batch_size,
+                model_dir, start_step, target, est.config.tpu_config.iterations_per_loop,
+            ))
+            _log.info("Training on %s (1 shard, 1 host) into %s from step %d%s.", est.backend_name, model_dir,
+                      start_step, f" to step {target}" if target is not None else " until the input ends")
+            state = {"step": start_step, "first_loop": True, "exhausted": False, "last_loss": None}
+
+            def step_fn(step_context):
+                ctx = step_context
+                session = ctx.session
+                k = sizer.size if sizer else int(ipl.value)
+                if not built.input.loopable:
+                    k = 1
+                k = next_loop_size(state["step"], target, k)
+                if k == 0:
+                    ctx.request_stop()
+                    return
+                t0 = time.perf_counter()
+                try:
+                    ran, loss, bad_step, step = session.run(
+                        [built.loop[0], built.loop[1], built.loop[2], built.step_after], {built.iterations: k})
+                except tf.errors.OutOfRangeError:
+                    state["exhausted"] = True
+                    step = session.run(built.global_step)
+                    ran, loss, bad_step = step - state["step"], state["last_loss"], -1
+                seconds = time.perf_counter() - t0
+                step = int(step)
+                if bad_step >= 0:
+                    raise NanLossError(
+                        f"Training loss became {'NaN' if math.isnan(loss) else 'infinite'} at global step "
+                        f"{int(bad_step)}. Training stopped; the last checkpoint written before it "
+                        f"({tf.train.latest_checkpoint(model_dir)}) is still the latest. Lower the learning "
+                        "rate, clip gradients, or check the input for NaN/Inf values."
+                    )
+                if not state["exhausted"] and step - state["step"] != ran:
+                    raise RuntimeError(
+                        f"train_op did not increment the global step: it moved from {state['step']} to {step} "
+                        f"over {ran} step(s). Pass global_step=tf.compat.v1.train.get_global_step() to "
+                        "optimizer.minimize() (or apply_gradients)."
+                    )
+                if built.host_call is not None:
+                    for host_step, values in built.host_call.drain(session):
+                        if events.bus.active:
+                            events.publish(events.HostCallValues(run_id, host_step, values))
+                    if built.flush_writers is not None:
+                        session.run(built.flush_writers)  # TensorBoard sees host_call summaries every loop
+                state["step"] = step
+                state["last_loss"] = loss
+                if sizer and not state["first_loop"]:
+                    sizer.observe(ran, seconds)
+                elif sizer:
+                    sizer.observe(ran, seconds * 0.5)  # the first loop also pays for compilation
+                steps_per_sec = ran / seconds if seconds > 0 and ran else None
+                examples = steps_per_sec * est.train_batch_size if steps_per_sec and est.train_batch_size else None
+                summaries.at_boundary(step, float(loss), None if state["first_loop"] else steps_per_sec, examples)
+                state["first_loop"] = False
+                if events.bus.active:
+                    events.publish(events.LoopFinished(run_id, step, int(ran), time.time(), seconds, float(loss),
+                                                       examples, steps_per_sec or 0.0))
+                # Hooks see the state after the loop (the global step is read fresh).
+                ctx.run_with_hooks(built.global_step)
+                if state["exhausted"] or (target is not None and step >= target) or stop.is_set():
+                    ctx.request_stop()
+
+            try:
+                with deferred_interrupts(stop):
+                    with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
+                        while not sess.should_stop():
+                            sess.run_step_fn(step_fn)
+            except BaseException as error:
+                events.publish(events.RunFailed(run_id, state["step"], error))
+                raise
+            finally:
+                summaries.close()
+
+    final = state["step"]
+    if stop.is_set():
+        _log.warning("Training stopped at step %d (%s); checkpoint saved.", final, stop.reason)
+        events.publish(events.RunStopped(run_id, final, stop.reason))
+        if stop.from_interrupt:
+            raise KeyboardInterrupt(f"training interrupted at step {final}; checkpoint saved")
+    else:
+        if state["last_loss"] is not None:
+            with built.graph.as_default():
+                summaries.at_boundary(final, float(state["last_loss"]), None, None, final=True)
+                summaries.close()
+        events.publish(events.RunFinished(run_id, final, ModeKeys.TRAIN))
+    return est
+
+
+def _flush_writers_op():
+    """One op flushing every tf.summary v2 writer in the graph (None if there is none)."""
+    from tensorflow.python.ops import gen_summary_ops
+
+    handles = [op.inputs[0] for op in _summary_writer_init_ops() if op.inputs]
+    if not handles:
+        return None
+    return tf.group(*[gen_summary_ops.flush_summary_writer(h) for h in handles])
