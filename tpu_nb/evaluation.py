@@ -14,6 +14,7 @@ from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .schedule import check_step_arg
 from .spec import EstimatorSpec, call_with_tensors
+from .scaffolds import merge_scaffold, user_scaffold
 from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
@@ -65,12 +66,6 @@ def metric_ops_from_spec(spec):
     return ops
 
 
-def _scaffold(spec):
-    if isinstance(spec, EstimatorSpec):
-        return spec.scaffold
-    return spec.scaffold_fn() if spec.scaffold_fn is not None else None
-
-
 def _write_eval_summary(est, name, step, results):
     path = os.path.join(est.model_dir, "eval" if not name else f"eval_{name}")
     writer = tf.compat.v1.summary.FileWriterCache.get(path)
@@ -110,16 +105,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
-        user_scaffold = _scaffold(spec)
-        local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
-        if pipeline.initializer is not None:
-            local_init.append(pipeline.initializer)
-        scaffold = tf.compat.v1.train.Scaffold(
-            init_op=getattr(user_scaffold, "init_op", None),
-            init_fn=getattr(user_scaffold, "_init_fn", None),
-            local_init_op=tf.group(*local_init),
-            saver=getattr(user_scaffold, "saver", None),
-        )
+        scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]

@@ -12,6 +12,7 @@ from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .spec import EstimatorSpec
+from .scaffolds import merge_scaffold, user_scaffold
 from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
@@ -60,17 +61,7 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
         spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
                              est.predict_batch_size, est.use_tpu)
         predictions = _select(spec.predictions, predict_keys)
-        user_scaffold = spec.scaffold if isinstance(spec, EstimatorSpec) else (
-            spec.scaffold_fn() if spec.scaffold_fn is not None else None)
-        local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
-        if pipeline.initializer is not None:
-            local_init.append(pipeline.initializer)
-        scaffold = tf.compat.v1.train.Scaffold(
-            init_op=getattr(user_scaffold, "init_op", None),
-            init_fn=getattr(user_scaffold, "_init_fn", None),
-            local_init_op=tf.group(*local_init),
-            saver=getattr(user_scaffold, "saver", None),
-        )
+        scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
         with tf.compat.v1.train.MonitoredSession(session_creator=creator,

@@ -22,6 +22,7 @@ from .interrupts import StopRequest, deferred_interrupts
 from .model_calls import call_input_fn, call_model_fn
 from .model_dir_lock import ModelDirLock
 from .modes import ModeKeys
+from .scaffolds import merge_scaffold, user_scaffold
 from .schedule import TimedLoopSizer, check_step_arg, next_loop_size, target_step
 from .spec import EstimatorSpec
 
@@ -122,44 +123,26 @@ class _TrainGraph:
                 self.host_call.build_host_side()
             self.flush_writers = _flush_writers_op()
 
-            user_scaffold = None
-            if isinstance(spec, EstimatorSpec):
-                user_scaffold = spec.scaffold
-            elif spec.scaffold_fn is not None:
-                user_scaffold = spec.scaffold_fn()
+            scaffold_from_user = user_scaffold(spec)
             if est.warm_start_from is not None and not tf.train.latest_checkpoint(est.model_dir):
                 from .warm_start import warm_start
 
                 warm_start(est.warm_start_from)
-            self.scaffold = _merge_scaffold(user_scaffold, est.config, self.input)
+            self.scaffold = _merge_scaffold(scaffold_from_user, est.config, self.input)
 
 
 def _merge_scaffold(user, config, input_pipeline):
-    local_inits = [tf.compat.v1.train.Scaffold.default_local_init_op()]
-    if input_pipeline.initializer is not None:
-        local_inits.append(input_pipeline.initializer)
-    # tf.summary v2 writers a host_call created need initializing in every new session.
-    local_inits.extend(_summary_writer_init_ops())
-    if user is not None and user.local_init_op is not None:
-        local_inits.append(user.local_init_op)
-    saver = user.saver if user is not None and user.saver is not None else None
-    if saver is None:
+    saver = None
+    if user is None or user.saver is None:
         saver = tf.compat.v1.train.Saver(
             sharded=True,
             max_to_keep=config.keep_checkpoint_max,
             keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
             save_relative_paths=True,
         )
-    return tf.compat.v1.train.Scaffold(
-        init_op=user.init_op if user is not None else None,
-        init_feed_dict=user.init_feed_dict if user is not None else None,
-        init_fn=user._init_fn if user is not None else None,  # noqa: SLF001
-        ready_op=user.ready_op if user is not None else None,
-        ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
-        local_init_op=tf.group(*local_inits),
-        summary_op=user.summary_op if user is not None else None,
-        saver=saver,
-    )
+    # tf.summary v2 writers a host_call created need initializing in every new session.
+    extra = [input_pipeline.initializer] + _summary_writer_init_ops()
+    return merge_scaffold(user, extra, saver)
 
 
 def _summary_writer_init_ops():

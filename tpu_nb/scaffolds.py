@@ -1,0 +1,40 @@
+"""Combining the user's ``Scaffold`` (from ``scaffold_fn``) with what the engine needs to initialise."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def user_scaffold(spec):
+    """The Scaffold a spec asks for: ``scaffold_fn()`` (TPU spec) or ``scaffold`` (plain spec)."""
+    from .spec import EstimatorSpec
+
+    if isinstance(spec, EstimatorSpec):
+        return spec.scaffold
+    return spec.scaffold_fn() if spec.scaffold_fn is not None else None
+
+
+def merge_scaffold(user, extra_local_init=(), saver=None):
+    """A Scaffold running the user's init pieces plus the engine's local initializers."""
+    if user is not None and not isinstance(user, tf.compat.v1.train.Scaffold):
+        raise TypeError(f"scaffold_fn must return a tf.compat.v1.train.Scaffold or None, got {type(user).__name__}.")
+    local_inits = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+    local_inits.extend(op for op in extra_local_init if op is not None)
+    if user is not None and user.local_init_op is not None:
+        local_inits.append(user.local_init_op)
+    if user is not None and user.saver is not None:
+        saver = user.saver
+    init_fn = None
+    if user is not None and user._init_fn is not None:  # noqa: SLF001 - already bound to the user's scaffold
+        bound = user._init_fn  # noqa: SLF001
+        init_fn = lambda _scaffold, sess: bound(sess)  # noqa: E731
+    return tf.compat.v1.train.Scaffold(
+        init_op=user.init_op if user is not None else None,
+        init_feed_dict=user.init_feed_dict if user is not None else None,
+        init_fn=init_fn,
+        ready_op=user.ready_op if user is not None else None,
+        ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
+        local_init_op=tf.group(*local_inits),
+        summary_op=user.summary_op if user is not None else None,
+        saver=saver,
+    )
