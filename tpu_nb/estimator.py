@@ -14,6 +14,7 @@ from .config import RunConfig
 from .interrupts import StopRequest
 from .model_calls import check_params
 from .signatures import check_model_fn
+from .tf_logs import quiet_tf_logs
 from .warm_start import as_settings
 
 _log = logging.getLogger("tpu_nb")
@@ -132,8 +133,9 @@ class TPUEstimator:
         self._require_backend("train")
         self._stop = StopRequest()
         try:
-            return run_train(self, input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
-                             saving_listeners=saving_listeners, stop=self._stop)
+            with quiet_tf_logs():
+                return run_train(self, input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
+                                 saving_listeners=saving_listeners, stop=self._stop)
         finally:
             self._stop = None
 
@@ -156,7 +158,9 @@ class TPUEstimator:
         from .evaluation import run_evaluate
 
         self._require_backend("evaluate")
-        return run_evaluate(self, input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path, name=name)
+        with quiet_tf_logs():
+            return run_evaluate(self, input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path,
+                                name=name)
 
     def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
         """Yields predictions: one dict per example, or one dict of arrays per batch."""
@@ -173,9 +177,9 @@ class TPUEstimator:
 
         if experimental_mode not in (None, "infer"):
             raise ValueError("export_saved_model only exports the PREDICT mode (experimental_mode=ModeKeys.PREDICT).")
-        path = run_export(self, export_dir_base, serving_input_receiver_fn, assets_extra=assets_extra,
-                          as_text=as_text, checkpoint_path=checkpoint_path)
-        return path
+        with quiet_tf_logs():
+            return run_export(self, export_dir_base, serving_input_receiver_fn, assets_extra=assets_extra,
+                              as_text=as_text, checkpoint_path=checkpoint_path)
 
     export_savedmodel = export_saved_model
 

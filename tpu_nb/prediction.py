@@ -13,6 +13,7 @@ from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .spec import EstimatorSpec
 from .scaffolds import merge_scaffold, user_scaffold
+from .tf_logs import quiet_tf_logs
 from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
@@ -52,20 +53,9 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
     ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")
     graph = tf.Graph()
     with graph.as_default():
-        if est.config.tf_random_seed is not None:
-            tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-        tf.compat.v1.train.get_or_create_global_step()
-        pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params,
-                                               est.predict_batch_size))
-        features, labels = pipeline.next()
-        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
-                             est.predict_batch_size, est.use_tpu)
-        predictions = _select(spec.predictions, predict_keys)
-        scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
-        creator = tf.compat.v1.train.ChiefSessionCreator(
-            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
-        with tf.compat.v1.train.MonitoredSession(session_creator=creator,
-                                                  hooks=hooks + list(spec.prediction_hooks)) as sess:
+        with quiet_tf_logs():
+            sess, predictions, pipeline = _build(est, input_fn, predict_keys, hooks, ckpt)
+        with sess:
             single_shot = not pipeline.loopable
             while not sess.should_stop():
                 preds = sess.run(predictions)
@@ -81,3 +71,22 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
                             yield preds[i]
                 if single_shot:
                     break
+
+
+def _build(est, input_fn, predict_keys, hooks, ckpt):
+    """Builds the predict graph (in the current default graph) and opens its session."""
+    if est.config.tf_random_seed is not None:
+        tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+    tf.compat.v1.train.get_or_create_global_step()
+    pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params,
+                                           est.predict_batch_size))
+    features, labels = pipeline.next()
+    spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
+                         est.predict_batch_size, est.use_tpu)
+    predictions = _select(spec.predictions, predict_keys)
+    scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
+    creator = tf.compat.v1.train.ChiefSessionCreator(
+        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
+    sess = tf.compat.v1.train.MonitoredSession(session_creator=creator,
+                                               hooks=hooks + list(spec.prediction_hooks))
+    return sess, predictions, pipeline
