@@ -28,24 +28,24 @@ def fn_args(fn: Callable) -> Tuple[str, ...]:
     return tuple(n for n in names if n not in bound_kwargs)
 
 
-def accepts_var_positional(fn: Callable) -> bool:
+def _has_param_kind(fn: Callable, kind) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return True
-    return any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+        return True  # builtins without a signature: assume they accept anything
+    return any(p.kind == kind for p in sig.parameters.values())
+
+
+def accepts_var_positional(fn: Callable) -> bool:
+    """Whether ``fn`` takes ``*args``."""
+    return _has_param_kind(fn, inspect.Parameter.VAR_POSITIONAL)
 
 
 def accepts_var_keyword(fn: Callable) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return True
-    return any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    """Whether ``fn`` takes ``**kwargs``."""
+    return _has_param_kind(fn, inspect.Parameter.VAR_KEYWORD)
 
 
 def describe(fn: Callable) -> str:
