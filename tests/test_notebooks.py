@@ -8,7 +8,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "example_notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "example_notebooks").glob("*.ipynb")
+                   if not p.stem.endswith("_executed"))
 
 
 def test_there_are_notebooks():
