@@ -39,3 +39,16 @@ __all__ = [
     "WarmStartSettings",
     "events",
 ]
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext tpu_nb``: registers the tpu_nb magics (the notebook layer is imported only here)."""
+    from .notebook.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .notebook.magics import unload_ipython_extension as _unload
+
+    _unload(ipython)
