@@ -65,8 +65,8 @@ def test_host_call_values_are_published_per_step(tmp_path):
     with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallValues) and values.append(e)):
         estimator(tmp_path, iterations_per_loop=4, fn=fn).train(train_input_fn, steps=10)
     assert [v.global_step for v in values] == list(range(1, 11))
-    # A global step read inside model_fn is the value the step started from.
-    assert [int(v.values["gs"]) for v in values] == list(range(0, 10))
+    # A global-step read inside model_fn has no fixed order against the step's own update.
+    assert all(int(v.values["gs"]) in (v.global_step - 1, v.global_step) for v in values)
     assert all(np.isfinite(v.values["loss"]) for v in values)
 
 

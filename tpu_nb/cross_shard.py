@@ -62,9 +62,14 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
 
     def compute_gradients(self, loss, var_list=None, **kwargs):
         n, _ = self._num_replicas()
-        if self._reduction == "mean" and n > 1 and not _in_tpu_computation():
-            # The distribute runtime sums replica gradients; scale so the result is their mean.
-            loss = loss * (1.0 / n)
+        if n > 1 and not _in_tpu_computation():
+            # The distribute runtime sums replica gradients. A strategy set up the Estimator way
+            # (tpu_nb's) already makes the wrapped v1 optimizer scale the loss by 1/n (a mean).
+            prescaled = getattr(tf.distribute.get_strategy(), "_scale_loss_for_estimator", False)
+            if self._reduction == "mean" and not prescaled:
+                loss = loss * (1.0 / n)
+            elif self._reduction == "sum" and prescaled:
+                loss = loss * float(n)
         if _in_tpu_computation():
             tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
                 self._opt, reduction=self._reduction, group_assignment=self._group_assignment

@@ -110,16 +110,35 @@ class TPUEstimator:
         """Where the unsharded path runs: 'GPU' if TensorFlow sees one, else 'CPU'."""
         return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
 
-    def _require_backend(self, what):
-        if self._use_tpu and not (what == "evaluate" and not self._eval_on_tpu):
-            cfg = self._config
+    def _topology(self, what):
+        """Where ``what`` runs: one device, simulated shards, or a TPU; a clear error when none fits."""
+        from .topology import SimulatedTPU, simulated, simulated_from_env, single_device
+
+        if not self._use_tpu or (what == "evaluate" and not self._eval_on_tpu):
+            return single_device()
+        cfg = self._config
+        sim = cfg.cluster if isinstance(cfg.cluster, SimulatedTPU) else simulated_from_env()
+        if sim is not None:
+            topology = simulated(sim)
+        elif cfg.cluster is not None or cfg.master:
             where = cfg.master or cfg.cluster
             raise RuntimeError(
-                f"{what}() with use_tpu=True needs a TPU, but "
-                + (f"the TPU backend for {where!r} is not available in this build of tpu_nb. "
-                   if where else "RunConfig names none (no cluster= or master=). ")
-                + "Pass use_tpu=False to run on this machine's CPU or GPU with the same code."
+                f"{what}() on the TPU at {where!r} is not supported by this build of tpu_nb yet. "
+                "Run the same program on simulated shards (RunConfig(cluster=tpu_nb.SimulatedTPU(8)) or "
+                "TPU_NB_SIMULATE=8), or pass use_tpu=False."
             )
+        else:
+            raise RuntimeError(
+                f"{what}() with use_tpu=True needs a TPU, but RunConfig names none (no cluster= or master=) "
+                "and no simulation was asked for. Either pass use_tpu=False to run on this machine's CPU/GPU, "
+                "or simulate TPU shards: RunConfig(cluster=tpu_nb.SimulatedTPU(num_cores=8)) or set "
+                "TPU_NB_SIMULATE=8 in the environment."
+            )
+        num_shards = cfg.tpu_config.num_shards
+        if num_shards is not None and num_shards != topology.num_replicas:
+            raise ValueError(f"TPUConfig.num_shards={num_shards} does not match the {topology.num_replicas} "
+                             f"shards of {topology.description}: drop num_shards or make them equal.")
+        return topology
 
     # -- the four verbs ---------------------------------------------------------
     def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
@@ -130,12 +149,12 @@ class TPUEstimator:
         """
         from .training import run_train
 
-        self._require_backend("train")
+        topology = self._topology("train")
         self._stop = StopRequest()
         try:
             with quiet_tf_logs():
                 return run_train(self, input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
-                                 saving_listeners=saving_listeners, stop=self._stop)
+                                 saving_listeners=saving_listeners, stop=self._stop, topology=topology)
         finally:
             self._stop = None
 
@@ -157,18 +176,19 @@ class TPUEstimator:
         """
         from .evaluation import run_evaluate
 
-        self._require_backend("evaluate")
+        topology = self._topology("evaluate")
         with quiet_tf_logs():
             return run_evaluate(self, input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path,
-                                name=name)
+                                name=name, topology=topology)
 
     def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
         """Yields predictions: one dict per example, or one dict of arrays per batch."""
         from .prediction import run_predict
 
-        self._require_backend("predict")
+        topology = self._topology("predict")
         return run_predict(self, input_fn, predict_keys=predict_keys, hooks=hooks,
-                           checkpoint_path=checkpoint_path, yield_single_examples=yield_single_examples)
+                           checkpoint_path=checkpoint_path, yield_single_examples=yield_single_examples,
+                           topology=topology)
 
     def export_saved_model(self, export_dir_base, serving_input_receiver_fn, assets_extra=None, as_text=False,
                            checkpoint_path=None, experimental_mode=None):

@@ -50,12 +50,16 @@ def metric_ops_from_spec(spec):
     elif spec.eval_metrics is not None:
         fn, tensors = spec.eval_metrics
         ops = call_with_tensors(fn, tensors)
-        if not isinstance(ops, dict):
-            raise TypeError(
-                f"eval_metrics' metric_fn must return a dict of name -> (value, update_op), got {type(ops).__name__}."
-            )
     else:
         ops = {}
+    return _check_metric_dict(ops)
+
+
+def _check_metric_dict(ops):
+    if not isinstance(ops, dict):
+        raise TypeError(
+            f"eval_metrics' metric_fn must return a dict of name -> (value, update_op), got {type(ops).__name__}."
+        )
     for name, pair in ops.items():
         if name in _RESERVED_METRIC_NAMES:
             raise ValueError(f"Metric name {name!r} is reserved (the result dict has it already): rename the metric.")
@@ -80,8 +84,75 @@ def _write_eval_summary(est, name, step, results):
     writer.flush()
 
 
-def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
-    """Implements ``TPUEstimator.evaluate`` on the unsharded path."""
+def _build_single(est, input_fn, steps):
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size))
+    if not pipeline.loopable and steps is None:
+        raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
+                         "cannot be detected: pass evaluate(steps=N).")
+    features, labels = pipeline.next()
+    spec = call_model_fn(est.model_fn, features, labels, ModeKeys.EVAL, est.config, est.params,
+                         est.eval_batch_size, est.use_tpu)
+    loss_mean, loss_update = tf.compat.v1.metrics.mean(tf.cast(spec.loss, tf.float32), name="mean_loss")
+    metrics = metric_ops_from_spec(spec)
+    return global_step, pipeline.initializer, spec, (loss_mean, loss_update), metrics, None
+
+
+def eval_input_mode(est):
+    """The input mode for sharded evaluation/prediction (SLICED when the config asks for it)."""
+    from .config import InputPipelineConfig
+
+    tpu_config = est.config.tpu_config
+    if tpu_config.eval_training_input_configuration == InputPipelineConfig.SLICED:
+        return InputPipelineConfig.SLICED
+    return tpu_config.input_mode
+
+
+def build_sharded_step(est, input_fn, topology, mode, batch_size, what):
+    """Padded, masked sharded inputs plus one ShardedStep for EVAL or PREDICT (no loop)."""
+    from .batching import plan_batches
+    from .sharded import ShardedStep, make_strategy
+    from .sharded_inputs import InputContext, ShardedInput
+
+    if batch_size is None:
+        raise ValueError(f"{what} on {topology.description} needs a global batch size: pass "
+                         f"TPUEstimator(..., {'eval' if mode == ModeKeys.EVAL else 'predict'}_batch_size=N).")
+    plan = plan_batches(batch_size, topology.num_replicas, topology.num_hosts, eval_input_mode(est), mode)
+    strategy = make_strategy(topology)
+    context = InputContext(topology, mode, plan)
+    with strategy.scope():
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        inputs = ShardedInput(est, input_fn, mode, topology, plan, pad=True, context=context,
+                              batch_axis=est._batch_axis)  # noqa: SLF001
+        step = ShardedStep(est, strategy, topology, plan, context, mode).build(inputs.next(), train=False)
+    _log.info("%s on %s (%s: input_fn x%d with batch %d, model_fn batch %d).", what, topology.description,
+              plan.input_mode.name, plan.input_fn_calls, plan.input_fn_batch, plan.model_fn_batch)
+    return global_step, inputs.initializer, step
+
+
+def _build_sharded(est, input_fn, topology):
+    global_step, initializer, step = build_sharded_step(est, input_fn, topology, ModeKeys.EVAL,
+                                                        est.eval_batch_size, "evaluate()")
+    real_rows = tf.reduce_sum(tf.cast(step.mask, tf.int64))
+    # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
+    loss_mean, loss_update = tf.compat.v1.metrics.mean(step.loss, weights=tf.cast(real_rows, tf.float32),
+                                                       name="mean_loss")
+    metrics = {}
+    if step.eval_metrics is not None:
+        fn, tensors = step.eval_metrics
+        metrics = _check_metric_dict(call_with_tensors(fn, tensors))
+    return global_step, initializer, step.spec, (loss_mean, loss_update), metrics, real_rows
+
+
+def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None, topology=None):
+    """Implements ``TPUEstimator.evaluate`` (one device or shards, per ``topology``).
+
+    On shards the last batch is padded and padded rows are masked out of every
+    metric, so ``steps=None`` evaluates exactly the examples of the input.
+    """
+    from .topology import single_device
+
+    topology = topology or single_device()
     steps = check_step_arg("steps", steps)
     hooks = check_hooks(hooks)
     if name is not None and not isinstance(name, str):
@@ -91,28 +162,28 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
     with graph.as_default():
         if est.config.tf_random_seed is not None:
             tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size))
-        if not pipeline.loopable and steps is None:
-            raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
-                             "cannot be detected: pass evaluate(steps=N).")
-        features, labels = pipeline.next()
-        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.EVAL, est.config, est.params,
-                             est.eval_batch_size, est.use_tpu)
-        loss_mean, loss_update = tf.compat.v1.metrics.mean(tf.cast(spec.loss, tf.float32), name="mean_loss")
-        metrics = metric_ops_from_spec(spec)
+        if topology.sharded:
+            built = _build_sharded(est, input_fn, topology)
+            session_config = topology.session_config(est.config.session_config)
+        else:
+            built = _build_single(est, input_fn, steps)
+            session_config = est.config.session_config
+        global_step, initializer, spec, (loss_mean, loss_update), metrics, real_rows = built
         update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
-        scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
+        scaffold = merge_scaffold(user_scaffold(spec), [initializer])
         creator = tf.compat.v1.train.ChiefSessionCreator(
-            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
+            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]
         count = 0
+        fetches = [update] if real_rows is None else [update, real_rows]
         with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
             while not sess.should_stop() and (steps is None or count < steps):
-                sess.run(update)
+                out = sess.run(fetches)
+                if real_rows is not None and out[1] == 0:
+                    break  # every shard is past the end of its input: the stopping signal
                 count += 1
         if steps is not None and count < steps:
             _log.info("Evaluation input ended after %d of %d steps.", count, steps)

@@ -72,7 +72,7 @@ def refuse_keras3():
 
 
 def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: Optional[int], use_tpu: bool,
-                  allow_estimator_spec: bool = True):
+                  allow_estimator_spec: bool = True, context=None):
     """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts."""
     args = check_model_fn(model_fn)
     kwargs = {"features": features}
@@ -92,6 +92,8 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         if batch_size is not None:
             p["batch_size"] = batch_size
         p["use_tpu"] = use_tpu
+        if context is not None:
+            p["context"] = context
         kwargs["params"] = p
     with refuse_keras3():
         spec = model_fn(**kwargs)

@@ -47,18 +47,28 @@ def _batch_length(preds):
     return preds.shape[0]
 
 
-def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
-    """Implements ``TPUEstimator.predict`` on the unsharded path (a generator)."""
+def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True,
+                topology=None):
+    """Implements ``TPUEstimator.predict`` (a generator; one device or shards, per ``topology``).
+
+    On shards a short last batch is padded to the static batch size and the
+    padded rows are sliced off again, so N examples give exactly N predictions.
+    """
     hooks = check_hooks(hooks)
     ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")
     graph = tf.Graph()
     with graph.as_default():
         with quiet_tf_logs():
-            sess, predictions, pipeline = _build(est, input_fn, predict_keys, hooks, ckpt)
+            if topology is not None and topology.sharded:
+                sess, predictions, loopable = _build_sharded(est, input_fn, predict_keys, hooks, ckpt, topology)
+            else:
+                sess, predictions, loopable = _build(est, input_fn, predict_keys, hooks, ckpt)
         with sess:
-            single_shot = not pipeline.loopable
+            single_shot = not loopable
             while not sess.should_stop():
                 preds = sess.run(predictions)
+                if topology is not None and topology.sharded and _batch_length(preds) == 0:
+                    break  # every shard is past the end of its input: the stopping signal
                 if not yield_single_examples:
                     yield preds
                 else:
@@ -89,4 +99,22 @@ def _build(est, input_fn, predict_keys, hooks, ckpt):
         scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
     sess = tf.compat.v1.train.MonitoredSession(session_creator=creator,
                                                hooks=hooks + list(spec.prediction_hooks))
-    return sess, predictions, pipeline
+    return sess, predictions, pipeline.loopable
+
+
+def _build_sharded(est, input_fn, predict_keys, hooks, ckpt, topology):
+    from .evaluation import build_sharded_step
+
+    if est.config.tf_random_seed is not None:
+        tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+    _, initializer, step = build_sharded_step(est, input_fn, topology, ModeKeys.PREDICT, est.predict_batch_size,
+                                              "predict()")
+    predictions = _select(step.predictions, predict_keys)
+    if not isinstance(step.spec.predictions, dict):
+        predictions = predictions["predictions"]
+    scaffold = merge_scaffold(user_scaffold(step.spec), [initializer])
+    creator = tf.compat.v1.train.ChiefSessionCreator(
+        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=topology.session_config(est.config.session_config))
+    sess = tf.compat.v1.train.MonitoredSession(session_creator=creator,
+                                               hooks=hooks + list(step.spec.prediction_hooks))
+    return sess, predictions, True

@@ -74,53 +74,27 @@ class _PublishingListener(tf.compat.v1.train.CheckpointSaverListener):
 
 
 class _TrainGraph:
-    """Everything built for one ``train()`` call."""
+    """Everything built for one ``train()`` call: the device loop, host side and scaffold."""
 
-    def __init__(self, est, input_fn, run_id):
+    def __init__(self, est, input_fn, run_id, topology):
         self.graph = tf.Graph()
         self.captured = {}
+        self.topology = topology
         with self.graph.as_default():
             if est.config.tf_random_seed is not None:
                 tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-            self.global_step = tf.compat.v1.train.get_or_create_global_step()
-            returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
-            self.input = InputPipeline(returned)
             self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="iterations_per_loop")
-            every_n = est.config.tpu_config.experimental_host_call_every_n_steps
-
-            def body(i, last_loss, bad_step):
-                features, labels = self.input.next()
-                spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
-                                     est.train_batch_size, est.use_tpu)
-                self.captured["spec"] = spec
-                loss = tf.cast(tf.convert_to_tensor(spec.loss), tf.float32)
-                with tf.control_dependencies([spec.train_op]):
-                    step = tf.identity(self.global_step.read_value())
-                deps = [spec.train_op]
-                host_call = getattr(spec, "host_call", None)
-                if host_call is not None:
-                    self.captured["host_call"] = HostCallQueue(host_call[0], host_call[1], every_n)
-                    deps.append(self.captured["host_call"].enqueue(step))
-                with tf.control_dependencies(deps):
-                    finite = tf.math.is_finite(loss)
-                    new_bad = tf.where(tf.logical_or(finite, bad_step >= 0), bad_step, step)
-                    return i + 1, tf.identity(loss), new_bad
-
-            def cond(i, last_loss, bad_step):
-                return tf.logical_and(i < self.iterations, bad_step < 0)
-
-            self.loop = tf.while_loop(
-                cond, body, [tf.constant(0), tf.constant(0.0), tf.constant(-1, tf.int64)],
-                parallel_iterations=1, name="train_loop",
-            )
-            with tf.control_dependencies(list(self.loop)):
-                # Without the dependency the read may run before the loop and see a stale step.
-                self.step_after = tf.identity(self.global_step.read_value(), name="global_step_after_loop")
+            if topology.sharded:
+                self._build_sharded(est, input_fn)
+            else:
+                self._build_single(est, input_fn)
             spec = self.captured["spec"]
             self.spec = spec
             self.host_call = self.captured.get("host_call")
             if self.host_call is not None:
                 self.host_call.build_host_side()
+                if topology.sharded:
+                    _refuse_v1_summaries_in_host_call(self.graph)
             self.flush_writers = _flush_writers_op()
 
             scaffold_from_user = user_scaffold(spec)
@@ -129,6 +103,89 @@ class _TrainGraph:
 
                 warm_start(est.warm_start_from)
             self.scaffold = _merge_scaffold(scaffold_from_user, est.config, self.input)
+
+    def _loop(self, step_fn):
+        """The on-device loop: ``step_fn()`` -> (loss, deps, step) per iteration; stops early on NaN."""
+
+        def body(i, last_loss, bad_step):
+            loss, deps, step = step_fn()
+            with tf.control_dependencies(deps):
+                finite = tf.math.is_finite(loss)
+                new_bad = tf.where(tf.logical_or(finite, bad_step >= 0), bad_step, step)
+                return i + 1, tf.identity(loss), new_bad
+
+        def cond(i, last_loss, bad_step):
+            return tf.logical_and(i < self.iterations, bad_step < 0)
+
+        self.loop = tf.while_loop(
+            cond, body, [tf.constant(0), tf.constant(0.0), tf.constant(-1, tf.int64)],
+            parallel_iterations=1, name="train_loop",
+        )
+        with tf.control_dependencies(list(self.loop)):
+            # Without the dependency the read may run before the loop and see a stale step.
+            self.step_after = tf.identity(self.global_step.read_value(), name="global_step_after_loop")
+
+    def _build_single(self, est, input_fn):
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
+        self.input = InputPipeline(returned)
+        every_n = est.config.tpu_config.experimental_host_call_every_n_steps
+
+        def step_fn():
+            features, labels = self.input.next()
+            spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
+                                 est.train_batch_size, est.use_tpu)
+            self.captured["spec"] = spec
+            loss = tf.cast(tf.convert_to_tensor(spec.loss), tf.float32)
+            with tf.control_dependencies([spec.train_op]):
+                step = tf.identity(self.global_step.read_value())
+            deps = [spec.train_op]
+            host_call = getattr(spec, "host_call", None)
+            if host_call is not None:
+                self.captured["host_call"] = HostCallQueue(host_call[0], host_call[1], every_n)
+                deps.append(self.captured["host_call"].enqueue(step))
+            return loss, deps, step
+
+        self._loop(step_fn)
+
+    def _build_sharded(self, est, input_fn):
+        from .batching import plan_batches
+        from .sharded import ShardedStep, make_strategy
+        from .sharded_inputs import InputContext, ShardedInput
+
+        topo = self.topology
+        self.plan = plan_batches(est.train_batch_size, topo.num_replicas, topo.num_hosts,
+                                 est.config.tpu_config.input_mode, ModeKeys.TRAIN)
+        strategy = make_strategy(topo)
+        context = InputContext(topo, ModeKeys.TRAIN, self.plan)
+        every_n = est.config.tpu_config.experimental_host_call_every_n_steps
+        with strategy.scope():
+            self.global_step = tf.compat.v1.train.get_or_create_global_step()
+            self.input = ShardedInput(est, input_fn, ModeKeys.TRAIN, topo, self.plan, pad=False, context=context,
+                                      batch_axis=est._batch_axis)  # noqa: SLF001
+
+            def step_fn():
+                step = ShardedStep(est, strategy, topo, self.plan, context, ModeKeys.TRAIN)
+                step.build(self.input.next(), train=True)
+                self.captured["spec"] = step.spec
+                deps = [step.loss]
+                with tf.control_dependencies(deps):
+                    global_step = tf.identity(self.global_step.read_value())
+                if step.host_call is not None:
+                    self.captured["host_call"] = HostCallQueue(step.host_call[0], step.host_call[1], every_n)
+                    deps.append(self.captured["host_call"].enqueue(global_step))
+                return step.loss, deps, global_step
+
+            self._loop(step_fn)
+
+
+def _refuse_v1_summaries_in_host_call(graph):
+    if graph.get_collection(tf.compat.v1.GraphKeys.SUMMARIES):
+        raise ValueError(
+            "host_call created tf.compat.v1.summary ops, which cannot run on the host of a sharded run "
+            "(the original TPUEstimator refused them too). Use tf.summary (v2) with a writer: "
+            "with tf.summary.create_file_writer(model_dir).as_default(): tf.summary.scalar(...)."
+        )
 
 
 def _merge_scaffold(user, config, input_pipeline):
@@ -187,11 +244,22 @@ class _Summaries:
             self._writer.flush()
 
 
-def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None, stop: Optional[StopRequest] = None):
-    """Implements ``TPUEstimator.train`` on the unsharded path."""
+def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None,
+              stop: Optional[StopRequest] = None, topology=None):
+    """Implements ``TPUEstimator.train`` (one device or shards, per ``topology``)."""
+    from .topology import single_device
+
+    topology = topology or single_device()
     steps = check_step_arg("steps", steps)
     max_steps = check_step_arg("max_steps", max_steps)
     target_step(0, steps, max_steps)  # validates the combination before any work
+    if topology.sharded:
+        if est.train_batch_size is None:
+            raise ValueError(f"train_batch_size is required to train on {topology.description}: pass the global "
+                             "batch size, e.g. TPUEstimator(..., train_batch_size=1024).")
+        if steps is None and max_steps is None:
+            raise ValueError(f"Training on {topology.description} needs steps or max_steps "
+                             "(the device loop has a fixed length). Pass train(..., steps=N).")
     hooks = check_hooks(hooks)
     listeners = list(saving_listeners or [])
     for listener in listeners:
@@ -213,7 +281,7 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
     with ModelDirLock(model_dir) as lock:
         if lock.took_over_stale:
             _log.info("Took over a stale training lock in %s left by a process that no longer runs.", model_dir)
-        built = _TrainGraph(est, input_fn, run_id)
+        built = _TrainGraph(est, input_fn, run_id, topology)
         if not built.input.loopable and not (ipl.unit == "count" and ipl.value == 1):
             _log.warning("input_fn returned tensors, not a tf.data.Dataset: running one step per session run. "
                          "Return a Dataset to run iterations_per_loop steps per run.")
@@ -232,14 +300,21 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             all_hooks = hooks + list(built.spec.training_hooks) + [saver_hook]
             if isinstance(built.spec, EstimatorSpec):
                 all_hooks += list(built.spec.training_chief_hooks)
+            session_config = (topology.session_config(est.config.session_config) if topology.sharded
+                              else est.config.session_config)
             creator = tf.compat.v1.train.ChiefSessionCreator(
-                scaffold=built.scaffold, checkpoint_dir=model_dir, config=est.config.session_config,
+                scaffold=built.scaffold, checkpoint_dir=model_dir, config=session_config,
             )
+            per_shard = built.plan.model_fn_batch if topology.sharded else est.train_batch_size
             events.publish(events.RunStarted(
-                run_id, ModeKeys.TRAIN, est.backend_name, 1, 1, est.train_batch_size, est.train_batch_size,
-                model_dir, start_step, target, est.config.tpu_config.iterations_per_loop,
+                run_id, ModeKeys.TRAIN, topology.description, topology.num_replicas, topology.num_hosts,
+                est.train_batch_size, per_shard, model_dir, start_step, target,
+                est.config.tpu_config.iterations_per_loop,
             ))
-            _log.info("Training on %s (1 shard, 1 host) into %s from step %d%s.", est.backend_name, model_dir,
+            layout = (f"{built.plan.input_mode.name}: input_fn x{built.plan.input_fn_calls} with batch "
+                      f"{built.plan.input_fn_batch}, model_fn batch {per_shard}" if topology.sharded else
+                      f"batch {est.train_batch_size}")
+            _log.info("Training on %s (%s) into %s from step %d%s.", topology.description, layout, model_dir,
                       start_step, f" to step {target}" if target is not None else " until the input ends")
             state = {"step": start_step, "first_loop": True, "exhausted": False, "last_loss": None}
 

@@ -1,0 +1,122 @@
+"""What the kernel sends the browser: status plus new points, downsampled and size-capped.
+
+Two shapes share one encoding, ``{name: [steps, values]}`` with values rounded
+to 5 significant digits (the chart cannot show more) and NaN/Inf as ``null``
+(JSON has neither):
+
+* a *snapshot*: every series downsampled to at most ``MAX_POINTS`` points (the
+  widget's synced state at the start and end of a run);
+* a *delta*: the points added since the last delta, at most ``max_bytes`` in all
+  (a series with more new points than its share is downsampled; a series that
+  does not fit waits for the next delta).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .history import RunHistory
+
+#: Points per series the browser holds (it halves a series that grows past this).
+MAX_POINTS = 2000
+#: Steady-state budget: 4 updates/s x 12 KB = 48 KB/s, under the 50 KB/s target.
+DELTA_MAX_BYTES = 12_000
+_MIN_POINTS_PER_SERIES = 4
+
+
+def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> Tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points keeping each bucket's min and max, so spikes stay visible.
+
+    >>> s, v = downsample(np.arange(10_000), np.random.rand(10_000), 2000); len(s) <= 2000
+    True
+    """
+    n = len(steps)
+    if n <= max_points:
+        return steps, values
+    buckets = max(1, max_points // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    starts = edges[:-1]
+    # NaNs (a failed loss) must not hide the bucket's real extremes; fmin/fmax ignore them.
+    finite = np.where(np.isfinite(values), values, np.nan)
+    with np.errstate(invalid="ignore"):
+        lo_val = np.fmin.reduceat(finite, starts)
+        hi_val = np.fmax.reduceat(finite, starts)
+    keep = []
+    for b in range(buckets):  # buckets <= 1000: cheap, and only at <= 4 updates/s
+        a, z = edges[b], edges[b + 1]
+        if z <= a:
+            continue
+        seg = finite[a:z]
+        if np.all(np.isnan(seg)):
+            keep.append(a)
+            continue
+        i_lo = a + int(np.nanargmin(seg)) if not math.isnan(lo_val[b]) else a
+        i_hi = a + int(np.nanargmax(seg)) if not math.isnan(hi_val[b]) else a
+        keep.extend(sorted({i_lo, i_hi}))
+    keep.append(n - 1)  # the latest point is always shown
+    idx = np.unique(np.asarray(keep, np.int64))
+    if len(idx) > max_points:
+        idx = np.concatenate([idx[: max_points - 1], idx[-1:]])
+    return steps[idx], values[idx]
+
+
+def encode(steps: np.ndarray, values: np.ndarray) -> List[list]:
+    """``[steps, values]`` as JSON-ready lists (values to 5 significant digits, NaN/Inf -> None)."""
+    out_values = [float(f"{v:.5g}") if math.isfinite(v) else None for v in values.tolist()]
+    return [[int(s) for s in steps.tolist()], out_values]
+
+
+def snapshot(history: RunHistory, max_points: int = MAX_POINTS) -> Dict[str, List[list]]:
+    """Every series of ``history``, each downsampled to ``max_points``."""
+    out = {}
+    for name in history.names:
+        if name == "wall_time":
+            continue  # the browser has no use for it; the kernel keeps it
+        out[name] = encode(*downsample(*history.series(name), max_points))
+    return out
+
+
+class DeltaCursor:
+    """Remembers how much of each series the browser has; builds the next size-capped delta."""
+
+    def __init__(self, max_bytes: int = DELTA_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._sent: Dict[str, int] = {}
+
+    def mark_all_sent(self, history: RunHistory) -> None:
+        """After a snapshot, the browser has everything."""
+        self._sent = history.lengths()
+
+    def pending(self, history: RunHistory) -> bool:
+        return any(n > self._sent.get(name, 0) for name, n in history.lengths().items() if name != "wall_time")
+
+    def next_delta(self, history: RunHistory, reserved_bytes: int = 0) -> Dict[str, List[list]]:
+        """New points per series, at most ``max_bytes - reserved_bytes`` of JSON in all."""
+        budget = self.max_bytes - reserved_bytes
+        lengths = history.lengths()
+        fresh = [name for name, n in lengths.items() if name != "wall_time" and n > self._sent.get(name, 0)]
+        if not fresh:
+            return {}
+        per_series = max(_MIN_POINTS_PER_SERIES, budget // (24 * len(fresh)))  # ~24 bytes per point in JSON
+        out: Dict[str, List[list]] = {}
+        used = 2
+        for name in fresh:
+            start = self._sent.get(name, 0)
+            steps, values = history.series(name, start)
+            encoded = encode(*downsample(steps, values, per_series))
+            size = len(json.dumps({name: encoded}, separators=(",", ":")))
+            if used + size > budget:
+                continue  # sent with a later delta; its cursor does not move
+            used += size
+            out[name] = encoded
+            self._sent[name] = start + len(steps)
+        return out
+
+
+def json_size(message: Optional[dict]) -> int:
+    """Bytes of ``message`` as compact JSON (what the comm carries, give or take the envelope)."""
+    return len(json.dumps(message, separators=(",", ":"), allow_nan=True))

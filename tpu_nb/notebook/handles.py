@@ -1,0 +1,245 @@
+"""Run handles: one object per train / evaluate / predict / export call made from a notebook.
+
+A handle listens to the engine's event stream for its own run, keeps the run's
+history, and knows the run's state. It works the same in the foreground and in
+a background thread.
+
+Example::
+
+    run = tpu_nb.notebook.train(est, train_input_fn, steps=2000, background=True)
+    run.state              # 'running'
+    run.stop()             # ends at the next loop boundary, with a checkpoint
+    run.wait(); run.state  # 'stopped at step 800'
+    run.history.tail()     # step, wall_time, loss, ... as a DataFrame
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, List, Optional
+
+from .. import events
+from ._progress import Progress
+from .history import RunHistory
+
+STARTING, RUNNING, STOPPING, STOPPED, FAILED, DONE = "starting", "running", "stopping", "stopped", "failed", "done"
+
+
+class RunHandle:
+    """The state, history and result of one notebook run; see the module docstring.
+
+    ``phase`` is one of 'starting', 'running', 'stopping', 'stopped', 'failed', 'done';
+    ``state`` says it for people ('stopped at step 800', 'failed: NanLossError: ...').
+    """
+
+    def __init__(self, kind: str, estimator=None, description: str = ""):
+        self.kind = kind
+        self.estimator = estimator
+        self.description = description
+        self.phase = STARTING
+        self.run_id: Optional[int] = None
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.stopped_step: Optional[int] = None
+        self.stop_reason: Optional[str] = None
+        self.last_checkpoint: Optional[str] = None
+        self.started: Optional[events.RunStarted] = None
+        self.note: Optional[str] = None  # e.g. "resumed from step 800"
+        self.progress = Progress()
+        self.store = RunHistory()
+        self._listeners: List[Callable[["RunHandle", str], None]] = []
+        self._thread: Optional[threading.Thread] = None
+        self._ident: Optional[int] = None
+        self._finished = threading.Event()
+        self._stop_wanted: Optional[str] = None
+        self._unsubscribe = None
+
+    # -- what users read ---------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self.phase == STOPPED:
+            return f"stopped at step {self.stopped_step}"
+        if self.phase == FAILED:
+            return f"failed: {_describe(self.error)}"
+        return self.phase
+
+    @property
+    def history(self):
+        """A DataFrame: one row per step with a record (step, wall_time, loss, host_call scalars, eval_*)."""
+        return self.store.to_frame()
+
+    def series(self, name: str):
+        """One series without gaps as a pandas Series indexed by step (e.g. 'loss', 'eval/accuracy')."""
+        import pandas as pd
+
+        steps, values = self.store.series(name)
+        return pd.Series(values, index=pd.Index(steps, name="step"), name=name)
+
+    @property
+    def global_step(self) -> Optional[int]:
+        return self.progress.step
+
+    @property
+    def target_step(self) -> Optional[int]:
+        return self.progress.target_step
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def stop(self, reason: str = "stop requested from the notebook") -> bool:
+        """Asks the run to stop at the next loop boundary (a checkpoint is saved); returns at once.
+
+        Safe from any thread. Returns False when the run has already ended.
+        """
+        if self.finished or self.kind != "train":
+            return False
+        self._stop_wanted = reason
+        if self.phase in (STARTING, RUNNING):
+            self.phase = STOPPING
+            self._notify("state")
+        if self.estimator is not None:
+            self.estimator.request_stop(reason)  # thread-safe; a no-op until train() has begun
+        return True
+
+    def wait(self, timeout: Optional[float] = None):
+        """Waits for the run to end and returns ``result``; re-raises the run's error if it failed.
+
+        A stopped run is not an error. Raises ``TimeoutError`` if ``timeout`` passes first.
+        """
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"{self.kind} run still {self.state} after {timeout} s.")
+        if self.phase == FAILED and self.error is not None and not isinstance(self.error, KeyboardInterrupt):
+            raise self.error
+        return self.result
+
+    def add_listener(self, callback: Callable[["RunHandle", str], None]) -> None:
+        """``callback(handle, what)`` with what in 'data', 'state', 'final' (called in the run's thread)."""
+        self._listeners.append(callback)
+
+    def summary(self) -> str:
+        """One line: kind, state, step, loss."""
+        parts = [f"{self.kind}: {self.state}"]
+        if self.progress.step is not None:
+            target = f"/{self.progress.target_step}" if self.progress.target_step is not None else ""
+            parts.append(f"step {self.progress.step}{target}")
+        loss = self.store.last("loss")
+        if loss is not None:
+            parts.append(f"loss {loss:.4g}")
+        return ", ".join(parts)
+
+    def __repr__(self):
+        return f"<RunHandle {self.summary()}>"
+
+    def _repr_html_(self):
+        if self.kind == "train":
+            return None  # the dashboard is the display; a second chart would repeat it
+        from ._static import result_html
+
+        return result_html(self)
+
+    # -- running -----------------------------------------------------------------------------------
+    def _run(self, work: Callable[[], Any], background: bool) -> "RunHandle":
+        """Runs ``work()`` here, or in a daemon thread, with this handle subscribed to events."""
+        if background:
+            self._thread = threading.Thread(target=self._body, args=(work, False), daemon=True,
+                                            name=f"tpu_nb {self.kind}")
+            self._thread.start()
+        else:
+            self._body(work, True)
+        return self
+
+    def _body(self, work, reraise: bool):
+        self._ident = threading.get_ident()
+        self._unsubscribe = events.subscribe(self._on_event)
+        try:
+            if self.kind != "train":
+                self.phase = RUNNING
+                self._notify("state")
+            result = work()
+            self.result = result
+            if self.phase in (STARTING, RUNNING, STOPPING):
+                self.phase = STOPPED if self.phase == STOPPING and self.stopped_step is not None else DONE
+        except KeyboardInterrupt as error:
+            # The engine stopped at a loop boundary and saved (RunStopped came first), or the
+            # interrupt came before training began: either way a stop, not a failure.
+            if self.phase != STOPPED:
+                self.phase, self.stopped_step = STOPPED, self.progress.step
+                self.stop_reason = "interrupted"
+            self.error = error
+            if reraise:
+                raise
+        except BaseException as error:
+            self.phase, self.error = FAILED, error
+            if reraise:
+                raise
+        finally:
+            self._unsubscribe()
+            self._finished.set()
+            self._notify("final")
+
+    def _notify(self, what: str) -> None:
+        for callback in self._listeners:
+            callback(self, what)
+
+    # -- the event stream (called in the training thread; cheap for other runs' events) -------------
+    def _on_event(self, event) -> None:
+        if event.run_id != self.run_id:
+            if threading.get_ident() != self._ident:
+                return  # another thread's run
+            if isinstance(event, events.RunStarted) and self.run_id is None:
+                self._on_started(event)
+                return
+            if not isinstance(event, events.EvalFinished):
+                return  # an evaluate() inside our run (e.g. from a hook) publishes with its own id
+        if isinstance(event, events.HostCallValues):
+            self.store.add_scalars(event.global_step, event.values)
+            self._notify("data")
+        elif isinstance(event, events.LoopFinished):
+            self.store.add_loop(event.global_step, event.wall_time, event.loss, event.steps_per_sec,
+                                event.examples_per_sec)
+            self.progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
+            self._notify("data")
+        elif isinstance(event, events.EvalFinished):
+            self.add_eval(event.global_step, event.results)
+        elif isinstance(event, events.CheckpointSaved):
+            self.last_checkpoint = event.path
+        elif isinstance(event, events.RunStopped):
+            self.phase, self.stopped_step, self.stop_reason = STOPPED, event.global_step, event.reason
+            self.progress.step = event.global_step
+            self._notify("state")
+        elif isinstance(event, events.RunFailed):
+            self.phase, self.error = FAILED, event.error
+            self._notify("state")
+        elif isinstance(event, events.RunFinished):
+            if event.global_step is not None:
+                self.progress.step = event.global_step
+            if self.phase != STOPPED:
+                self.phase = DONE
+            self._notify("state")
+
+    def _on_started(self, event: events.RunStarted) -> None:
+        import time
+
+        self.run_id = event.run_id
+        self.started = event
+        self.progress.run_started(event.start_step, event.target_step, event.global_batch_size, time.time())
+        if self.phase == STARTING:
+            self.phase = RUNNING
+        if self._stop_wanted is not None and self.estimator is not None:
+            self.estimator.request_stop(self._stop_wanted)  # Stop was pressed before train() began
+        self._notify("state")
+
+    def add_eval(self, step: int, results: dict) -> None:
+        """Adds an evaluation's results to this run's history (the dashboard overlays them)."""
+        self.store.add_eval(int(step), results)
+        self._notify("data")
+        if self.finished:
+            self._notify("final")  # a finished run's display is redrawn with the new points
+
+
+def _describe(error: Optional[BaseException]) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

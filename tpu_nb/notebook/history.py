@@ -1,0 +1,192 @@
+"""The run history: every loop, host_call scalar and eval result of one run, kept compactly.
+
+Each series lives in preallocated numpy arrays that double when full, so an
+append is O(1) amortized and a 1M-step run of a few scalars costs tens of MB,
+not a list of Python dicts. Appends come from the training thread and reads
+from the notebook's thread, so both take one short lock.
+
+Example::
+
+    history = RunHistory()
+    history.add_loop(step=100, wall_time=time.time(), loss=0.5, steps_per_sec=900.0, examples_per_sec=None)
+    history.add_scalars(100, {"learning_rate": 0.01})
+    history.to_frame()        # columns: step, wall_time, loss, ..., learning_rate
+    history.series("loss")    # (steps, values) numpy arrays
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+#: Loop-level columns recorded at every loop boundary (the wall time and throughput of each loop).
+LOOP_COLUMNS = ("wall_time", "loss", "steps_per_sec", "examples_per_sec")
+EVAL_PREFIX = "eval/"
+HOST_PREFIX = "host/"
+
+
+class _Series:
+    """One growing (step, value) series; ``capacity`` doubles when full."""
+
+    __slots__ = ("steps", "values", "n")
+
+    def __init__(self, capacity: int = 256):
+        self.steps = np.empty(capacity, np.int64)
+        self.values = np.empty(capacity, np.float64)
+        self.n = 0
+
+    def append(self, step: int, value: float) -> None:
+        n = self.n
+        if n == len(self.steps):
+            # Doubling keeps appends O(1) amortized; the old arrays stay valid for readers holding them.
+            self.steps = np.concatenate([self.steps, np.empty(n, np.int64)])
+            self.values = np.concatenate([self.values, np.empty(n, np.float64)])
+        self.steps[n] = step
+        self.values[n] = value
+        self.n = n + 1
+
+    def view(self) -> Tuple[np.ndarray, np.ndarray]:
+        return self.steps[: self.n], self.values[: self.n]
+
+    @property
+    def nbytes(self) -> int:
+        return self.steps.nbytes + self.values.nbytes
+
+
+def _as_scalar(value) -> Optional[float]:
+    """A float for a numeric scalar (or 1-element array); None for anything else (images, vectors)."""
+    if isinstance(value, (float, int)) and not isinstance(value, bool):
+        return float(value)
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.size == 1 and arr.dtype.kind in "fiu":  # the common case, kept cheap: it runs once per step
+        return float(arr.reshape(()))
+    if arr.size != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        return None
+    return float(arr.reshape(()))
+
+
+class RunHistory:
+    """Columnar store of one run's numbers; see the module docstring for an example.
+
+    Series names: ``loss``, ``steps_per_sec``, ``examples_per_sec``, ``wall_time`` (one point per
+    loop), ``host/<name>`` (host_call scalars, one point per host_call step) and ``eval/<name>``
+    (one point per evaluation).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._series: Dict[str, _Series] = {}
+        self._order: List[str] = []  # first-seen order, so columns and charts are stable
+
+    # -- appends (training thread) ---------------------------------------------------------------
+    def _get(self, name: str) -> _Series:
+        series = self._series.get(name)
+        if series is None:
+            # Loop-level series are long; evals are few. Start small and let doubling do the rest.
+            series = self._series[name] = _Series(16 if name.startswith(EVAL_PREFIX) else 256)
+            self._order.append(name)
+        return series
+
+    def add_loop(self, step: int, wall_time: float, loss: Optional[float], steps_per_sec: Optional[float],
+                 examples_per_sec: Optional[float]) -> None:
+        """Records one finished loop (what ``events.LoopFinished`` carries)."""
+        nan = float("nan")
+        with self._lock:
+            self._get("wall_time").append(step, wall_time)
+            self._get("loss").append(step, nan if loss is None else loss)
+            self._get("steps_per_sec").append(step, nan if steps_per_sec is None else steps_per_sec)
+            self._get("examples_per_sec").append(step, nan if examples_per_sec is None else examples_per_sec)
+
+    def add_scalars(self, step: int, values: Mapping[str, object], prefix: str = HOST_PREFIX) -> None:
+        """Records the scalar entries of ``values`` at ``step`` (non-scalars are skipped)."""
+        with self._lock:
+            for name, value in values.items():
+                scalar = _as_scalar(value)
+                if scalar is not None:
+                    self._get(prefix + name).append(step, scalar)
+
+    def add_eval(self, step: int, results: Mapping[str, object]) -> None:
+        """Records an evaluation's results (``global_step`` itself is not a metric)."""
+        self.add_scalars(step, {k: v for k, v in results.items() if k != "global_step"}, prefix=EVAL_PREFIX)
+
+    # -- reads (any thread) ----------------------------------------------------------------------
+    @property
+    def names(self) -> List[str]:
+        with self._lock:
+            return list(self._order)
+
+    def __len__(self) -> int:
+        """Number of loops recorded."""
+        series = self._series.get("loss")
+        return 0 if series is None else series.n
+
+    def lengths(self) -> Dict[str, int]:
+        """Points per series (used by the dashboard to find what is new)."""
+        with self._lock:
+            return {name: self._series[name].n for name in self._order}
+
+    def series(self, name: str, start: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """Copies of (steps, values) of series ``name`` from point ``start`` on (empty if unknown)."""
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            steps, values = series.view()
+            return steps[start:].copy(), values[start:].copy()
+
+    def last(self, name: str) -> Optional[float]:
+        """The latest value of series ``name`` (None before the first point)."""
+        with self._lock:
+            series = self._series.get(name)
+            if series is None or series.n == 0:
+                return None
+            return float(series.values[series.n - 1])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (capacity included)."""
+        with self._lock:
+            return sum(s.nbytes for s in self._series.values())
+
+    def to_frame(self):
+        """A DataFrame with one row per step that has any record: ``step``, the loop columns, then
+        host_call scalars (by their own name) and eval results (``eval_<name>``).
+
+        Loop columns are set at loop ends and NaN on other rows; ``series(name)`` gives one series
+        without gaps.
+        """
+        import pandas as pd
+
+        with self._lock:
+            views = {name: self._series[name].view() for name in self._order}
+            views = {name: (s.copy(), v.copy()) for name, (s, v) in views.items()}
+        if not views:
+            return pd.DataFrame({"step": np.empty(0, np.int64)})
+        all_steps = np.unique(np.concatenate([s for s, _ in views.values()]))
+        columns = {"step": all_steps}
+        for name in _column_order(views):
+            steps, values = views[name]
+            column = np.full(len(all_steps), np.nan)
+            # A step logged twice (e.g. two evals at one step) keeps the later value, as a dict would.
+            column[np.searchsorted(all_steps, steps)] = values
+            columns[_column_name(name)] = column
+        return pd.DataFrame(columns)
+
+
+def _column_order(views: Iterable[str]) -> List[str]:
+    names = list(views)
+    loop = [n for n in LOOP_COLUMNS if n in names]
+    rest = [n for n in names if n not in LOOP_COLUMNS]
+    return loop + [n for n in rest if n.startswith(HOST_PREFIX)] + [n for n in rest if n.startswith(EVAL_PREFIX)]
+
+
+def _column_name(name: str) -> str:
+    if name.startswith(HOST_PREFIX):
+        short = name[len(HOST_PREFIX):]
+        # host_calls often log "loss" too: keep both columns rather than overwrite the loop's.
+        return "host_" + short if short in LOOP_COLUMNS or short == "step" or short.startswith("eval_") else short
+    if name.startswith(EVAL_PREFIX):
+        return "eval_" + name[len(EVAL_PREFIX):]
+    return name

@@ -1,0 +1,172 @@
+"""Building one step of a model over N shards with TensorFlow's distribution runtime.
+
+Graph-mode ``MirroredStrategy`` over the topology's devices replicates the
+variables and, for v1 optimizers, sums replica gradients. The strategy is
+told to scale losses the way Estimator did (``_scale_loss_for_estimator``),
+so a v1 optimizer applies the mean gradient over shards: N=1 and N=8 shards
+with the same global batch produce the same weights. Per-replica tensors for
+``host_call`` / ``eval_metrics`` / predictions are gathered in replica order
+and concatenated along dimension 0, as the TPU outfeed does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import tensorflow as tf
+from tensorflow.python.distribute import values as _values
+from tensorflow.python.tpu.ops import tpu_ops as _tpu_ops
+
+from .config import InputPipelineConfig as IPC
+from .model_calls import call_model_fn
+from .spec import EstimatorSpec
+
+
+def _cross_replica_sum(x, group_assignment=None, name=None):
+    if group_assignment is not None:
+        raise NotImplementedError("cross_replica_sum with group_assignment is not simulated; sum over all shards.")
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+@contextlib.contextmanager
+def simulated_tpu_ops():
+    """``tf.compat.v1.tpu.cross_replica_sum`` in user code, as an all-reduce over the simulated shards.
+
+    The real op has no CPU kernel; while model_fn runs on simulated shards both
+    spellings users reach it by are pointed at the distribute runtime's all-reduce.
+    """
+    saved = (tf.compat.v1.tpu.cross_replica_sum, _tpu_ops.cross_replica_sum)
+    tf.compat.v1.tpu.cross_replica_sum = _cross_replica_sum
+    _tpu_ops.cross_replica_sum = _cross_replica_sum
+    try:
+        yield
+    finally:
+        tf.compat.v1.tpu.cross_replica_sum, _tpu_ops.cross_replica_sum = saved
+
+
+def make_strategy(topology):
+    """A graph-mode MirroredStrategy over the topology's devices, reducing on the first one."""
+    strategy = tf.compat.v1.distribute.MirroredStrategy(
+        devices=list(topology.devices),
+        cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=topology.devices[0]),
+    )
+    # Estimator's own switch: v1 optimizers scale the loss by 1/num_replicas (a mean over shards).
+    strategy._scale_loss_for_estimator = True  # noqa: SLF001
+    return strategy
+
+
+def per_replica(values):
+    """A structure whose leaves are PerReplica values, from a list of per-replica structures."""
+    if values[0] is None:
+        return None
+    return tf.nest.map_structure(lambda *xs: _values.PerReplica(tuple(xs)), *values)
+
+
+def gather(strategy, value, only_first=False):
+    """Concatenates a per-replica tensor along dim 0, in replica order (the outfeed's order)."""
+    parts = strategy.experimental_local_results(value)
+    if only_first:
+        return parts[0]
+    if parts[0].shape.rank == 0:
+        raise ValueError("internal: scalar cannot be gathered along dim 0")
+    return tf.concat(list(parts), 0)
+
+
+def _flatten_fn_tensors(field, value):
+    """(fn, list_or_dict) -> (fn, structure, flat list); sharded tensors need a batch dimension."""
+    fn, tensors = value
+    flat = [tf.convert_to_tensor(t) for t in (tensors.values() if isinstance(tensors, dict) else tensors)]
+    for i, t in enumerate(flat):
+        if t.shape.rank == 0:
+            raise ValueError(
+                f"{field}: tensor #{i} ({t.name}) is a scalar, but on shards each replica's tensors are "
+                "concatenated along dimension 0. Reshape it to [1], e.g. tf.reshape(t, [1])."
+            )
+    return fn, tensors, flat
+
+
+def _repack(tensors, flat):
+    if isinstance(tensors, dict):
+        return dict(zip(tensors.keys(), flat))
+    return list(flat)
+
+
+class ShardedStep:
+    """Calls model_fn once per replica for one step and gathers what the host needs.
+
+    After ``build()``: ``loss`` (mean over replicas, float32), ``host_call`` ((fn, gathered tensors) or
+    None), ``eval_metrics`` ((fn, gathered tensors) or None), ``predictions`` (gathered dict or None),
+    ``mask`` (gathered bool vector or None), ``spec`` (replica 0's spec).
+    """
+
+    def __init__(self, est, strategy, topology, plan, context, mode):
+        self.est = est
+        self.strategy = strategy
+        self.topology = topology
+        self.plan = plan
+        self.context = context
+        self.mode = mode
+
+    def build(self, replica_inputs, train=False):
+        features = per_replica([f for f, _, _ in replica_inputs])
+        labels = per_replica([l for _, l, _ in replica_inputs])
+        masks = [m for _, _, m in replica_inputs]
+        captured = {}
+        est = self.est
+
+        def replica_fn(features, labels):
+            spec = call_model_fn(est.model_fn, features, labels, self.mode, est.config, est.params,
+                                 self.plan.model_fn_batch, True, allow_estimator_spec=train, context=self.context)
+            captured.setdefault("spec", spec)
+            deps = [spec.train_op] if train else []
+            outputs = {}
+            with tf.control_dependencies(deps):
+                if spec.loss is not None:
+                    outputs["loss"] = tf.identity(tf.cast(tf.convert_to_tensor(spec.loss), tf.float32))
+                if train and getattr(spec, "host_call", None) is not None:
+                    _, _, flat = _flatten_fn_tensors("host_call", spec.host_call)
+                    outputs["host_call"] = [tf.identity(t) for t in flat]
+                if not train and isinstance(spec, EstimatorSpec) is False and spec.eval_metrics is not None:
+                    _, _, flat = _flatten_fn_tensors("eval_metrics", spec.eval_metrics)
+                    outputs["eval_metrics"] = list(flat)
+                if spec.predictions is not None and self.mode == "infer":
+                    preds = spec.predictions if isinstance(spec.predictions, dict) else {"predictions": spec.predictions}
+                    for key, value in preds.items():
+                        value = tf.convert_to_tensor(value)
+                        if value.shape.rank == 0 or value.shape[0] != self.plan.model_fn_batch:
+                            raise ValueError(
+                                f"prediction {key!r} must have the per-shard batch size "
+                                f"{self.plan.model_fn_batch} as its static first dimension, got shape {value.shape}."
+                            )
+                    outputs["predictions"] = dict(preds)
+            return outputs
+
+        with self.strategy.scope(), simulated_tpu_ops():
+            results = self.strategy.extended.call_for_each_replica(replica_fn, args=(features, labels))
+        self.spec = captured["spec"]
+        broadcast = self.plan.input_mode == IPC.BROADCAST
+        self.loss = None
+        if "loss" in results:
+            self.loss = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, results["loss"], axis=None)
+        self.host_call = None
+        if "host_call" in results:
+            fn, structure, _ = _flatten_fn_tensors("host_call", self.spec.host_call)
+            gathered = [gather(self.strategy, v) for v in results["host_call"]]
+            self.host_call = (fn, _repack(structure, gathered))
+        self.eval_metrics = None
+        self.mask = None
+        if masks[0] is not None:
+            self.mask = masks[0] if broadcast else tf.concat(masks, 0)
+        if "eval_metrics" in results:
+            fn, structure, _ = _flatten_fn_tensors("eval_metrics", self.spec.eval_metrics)
+            gathered = [gather(self.strategy, v, only_first=broadcast) for v in results["eval_metrics"]]
+            if self.mask is not None:
+                gathered = [tf.boolean_mask(t, self.mask) for t in gathered]
+            self.eval_metrics = (fn, _repack(structure, gathered))
+        self.predictions = None
+        if "predictions" in results:
+            self.predictions = {k: gather(self.strategy, v, only_first=broadcast)
+                                for k, v in results["predictions"].items()}
+            if self.mask is not None:
+                self.predictions = {k: tf.boolean_mask(v, self.mask) for k, v in self.predictions.items()}
+        return self

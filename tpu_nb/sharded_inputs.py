@@ -1,0 +1,193 @@
+"""Feeding N shards: input_fn invocations per the batch table, split into per-replica batches.
+
+Training needs static per-replica shapes (as on a TPU). Evaluation and
+prediction pad a short last batch to the static size and carry a boolean
+mask of real rows; after the input ends every host yields all-padding
+batches, so "no real row left on any shard" is the stopping signal.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+
+from .batching import BatchPlan
+from .config import InputPipelineConfig as IPC
+from .model_calls import call_input_fn, split_features_labels
+from .modes import ModeKeys
+
+
+class InputContext:
+    """``params['context']``: the shard layout as seen from ``input_fn`` and ``model_fn``.
+
+    Example::
+
+        def input_fn(params):
+            ctx = params['context']
+            host_device, host_id, num_hosts, replicas = ctx.current_input_fn_deployment()
+            return make_dataset(shard=host_id, num_shards=num_hosts).batch(params['batch_size'])
+    """
+
+    def __init__(self, topology, mode, plan: BatchPlan):
+        self.num_replicas = topology.num_replicas
+        self.num_hosts = topology.num_hosts
+        self.num_of_replicas_per_host = topology.replicas_per_host
+        self.num_of_cores_per_host = topology.replicas_per_host
+        self.mode = mode
+        self.global_batch_size = plan.global_batch
+        self.batch_size = plan.model_fn_batch
+        self.input_mode = plan.input_mode
+        self._deployment: Optional[Tuple] = None
+
+    def current_input_fn_deployment(self):
+        """``(host_device, invocation_index, total_invocations, replicas_consumed)`` of this input_fn call."""
+        if self._deployment is None:
+            raise RuntimeError("current_input_fn_deployment() is only available while input_fn runs.")
+        return self._deployment
+
+    def __repr__(self):
+        return (f"InputContext(num_replicas={self.num_replicas}, num_hosts={self.num_hosts}, "
+                f"mode={self.mode!r}, input_mode={self.input_mode.name if self.input_mode else None})")
+
+
+def _deployments(topology, plan: BatchPlan):
+    r, h, per_host = topology.num_replicas, topology.num_hosts, topology.replicas_per_host
+    mode = plan.input_mode
+    if mode == IPC.PER_SHARD_V1:
+        return [(topology.host_device(i // per_host), i, r, 1) for i in range(r)]
+    if mode in (IPC.PER_HOST_V1, IPC.PER_HOST_V2):
+        return [(topology.host_device(i), i, h, per_host) for i in range(h)]
+    return [(topology.host_device(0), 0, 1, r)]  # BROADCAST, SLICED
+
+
+def _check_static(dataset, batch, what):
+    for spec in tf.nest.flatten(dataset.element_spec):
+        shape = spec.shape
+        if shape.rank is None or shape.rank == 0:
+            raise ValueError(f"{what}: every feature and label needs a batch dimension (rank >= 1), got shape {shape}.")
+        if shape[0] is None:
+            raise ValueError(
+                f"{what}: sharded training needs static batch shapes, but the dataset's batch dimension is "
+                f"unknown ({shape}). Batch with drop_remainder=True: dataset.batch(params['batch_size'], "
+                "drop_remainder=True)."
+            )
+        if shape[0] != batch:
+            raise ValueError(f"{what}: the dataset yields batches of {shape[0]}, but params['batch_size'] is {batch}.")
+
+
+def _padding_value(spec, batch):
+    shape = [batch] + spec.shape.as_list()[1:]
+    if spec.dtype == tf.string:
+        return tf.fill(shape, "")
+    return tf.zeros(shape, spec.dtype)
+
+
+def pad_with_stop_signal(dataset: tf.data.Dataset, batch: int, what: str) -> tf.data.Dataset:
+    """Pads every batch to ``batch`` rows, adds a mask of real rows, then repeats all-padding batches forever."""
+    element_spec = dataset.element_spec
+    for spec in tf.nest.flatten(element_spec):
+        if spec.shape.rank is None or spec.shape.rank == 0 or not spec.shape[1:].is_fully_defined():
+            raise ValueError(
+                f"{what}: features and labels need rank >= 1 and static non-batch dimensions, got shape {spec.shape}."
+            )
+
+    def pad(*element):
+        structure = element[0] if len(element) == 1 else element
+        flat = tf.nest.flatten(structure)
+        n = tf.shape(flat[0])[0]
+        padded = []
+        for t in flat:
+            extra_shape = tf.concat([[batch - n], tf.shape(t)[1:]], 0)
+            extra = tf.fill(extra_shape, "") if t.dtype == tf.string else tf.zeros(extra_shape, t.dtype)
+            full = tf.concat([t, extra], 0)
+            padded.append(tf.ensure_shape(full, [batch] + t.shape.as_list()[1:]))
+        return tf.nest.pack_sequence_as(structure, padded), tf.range(batch) < n
+
+    real = dataset.map(pad)
+    filler_values = tf.nest.map_structure(lambda s: _padding_value(s, batch), element_spec)
+    filler = tf.data.Dataset.from_tensors((filler_values, tf.zeros([batch], tf.bool))).repeat()
+    return real.concatenate(filler)
+
+
+def _split(structure, pieces, axis=0):
+    if pieces == 1:
+        return [structure]
+    flat = tf.nest.flatten(structure)
+    parts = [tf.split(t, pieces, axis=axis) for t in flat]
+    return [tf.nest.pack_sequence_as(structure, [p[i] for p in parts]) for i in range(pieces)]
+
+
+class ShardedInput:
+    """One step's per-replica inputs: ``next()`` -> list of (features, labels, mask) in replica order."""
+
+    def __init__(self, est, input_fn, phase, topology, plan: BatchPlan, pad: bool, context: InputContext,
+                 batch_axis=None):
+        self.topology = topology
+        self.plan = plan
+        self.pad = pad
+        self.iterators = []
+        self.batch_axis = batch_axis
+        what = f"input_fn ({plan.input_mode.name}, {phase})"
+        for device, index, total, consumed in _deployments(topology, plan):
+            context._deployment = (device, index, total, consumed)
+            try:
+                with tf.device(device):
+                    returned = call_input_fn(input_fn, phase, est.config, est.params, plan.input_fn_batch, context)
+            finally:
+                context._deployment = None
+            if not isinstance(returned, tf.data.Dataset):
+                raise ValueError(f"{what} must return a tf.data.Dataset when running on shards, got "
+                                 f"{type(returned).__name__}.")
+            if pad:
+                returned = pad_with_stop_signal(returned, plan.input_fn_batch, what)
+            else:
+                _check_static(returned, plan.input_fn_batch, what)
+            with tf.device(device):
+                self.iterators.append(tf.compat.v1.data.make_initializable_iterator(returned))
+
+    loopable = True  # always Datasets: read inside the device loop
+
+    @property
+    def initializer(self):
+        return tf.group(*[it.initializer for it in self.iterators])
+
+    def _get(self, iterator):
+        element = iterator.get_next()
+        if self.pad:
+            structure, mask = element
+        else:
+            structure, mask = element, None
+        return structure, mask
+
+    def next(self) -> List[Tuple]:
+        topo, mode = self.topology, self.plan.input_mode
+        out = []
+        if mode == IPC.PER_SHARD_V1:
+            for it in self.iterators:
+                out.append(self._get(it))
+        elif mode == IPC.PER_HOST_V2:
+            for it in self.iterators:
+                for _ in range(topo.replicas_per_host):
+                    out.append(self._get(it))
+        elif mode == IPC.BROADCAST:
+            element = self._get(self.iterators[0])
+            out = [element] * topo.num_replicas
+        else:  # PER_HOST_V1 (one call per host) or SLICED (one call): split along the batch axis
+            pieces = topo.replicas_per_host if mode == IPC.PER_HOST_V1 else topo.num_replicas
+            for it in self.iterators:
+                structure, mask = self._get(it)
+                features, labels = split_features_labels(structure)
+                f_parts = _split_batch_axis(features, pieces, self.batch_axis, 0)
+                l_parts = _split_batch_axis(labels, pieces, self.batch_axis, 1) if labels is not None else [None] * pieces
+                m_parts = _split(mask, pieces) if mask is not None else [None] * pieces
+                out.extend(((f, l), m) if labels is not None else (f, m) for f, l, m in zip(f_parts, l_parts, m_parts))
+        return [(*split_features_labels(structure), mask) for structure, mask in out]
+
+
+def _split_batch_axis(structure, pieces, batch_axis, position):
+    """Splits along ``batch_axis`` (the original's (features_axis, labels_axis) pair; default dim 0)."""
+    axis = 0
+    if batch_axis is not None:
+        axis = batch_axis[position] if isinstance(batch_axis, (tuple, list)) else batch_axis
+    return _split(structure, pieces, axis=axis)

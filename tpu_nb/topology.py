@@ -1,0 +1,118 @@
+"""Where a run executes: one device, N simulated TPU shards, or a real TPU.
+
+``SimulatedTPU`` gives TPU batch semantics on logical CPU devices (or on
+GPUs when there are enough), so TPU code can be debugged on a laptop. The
+``TPU_NB_SIMULATE`` environment variable turns any ``use_tpu=True``
+program into a simulated run without code changes: ``8`` (8 cores, 1
+host) or ``8x2`` (8 cores over 2 hosts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+import re
+from typing import Optional, Tuple
+
+import tensorflow as tf
+
+SIMULATE_ENV = "TPU_NB_SIMULATE"
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedTPU:
+    """A simulated TPU: ``num_cores`` shards over ``num_hosts`` hosts, each host with its own input pipeline.
+
+    Example::
+
+        config = RunConfig(cluster=SimulatedTPU(num_cores=8, num_hosts=2), model_dir='/tmp/m')
+    """
+
+    num_cores: int = 8
+    num_hosts: int = 1
+    use_gpus: Optional[bool] = None  # None: GPUs when at least num_cores are visible, else CPUs
+
+    def __post_init__(self):
+        for name in ("num_cores", "num_hosts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"SimulatedTPU.{name} must be a positive int, got {value!r}.")
+        if self.num_cores % self.num_hosts:
+            raise ValueError(
+                f"SimulatedTPU: {self.num_cores} cores cannot be split evenly over {self.num_hosts} hosts; "
+                "use a num_cores that is a multiple of num_hosts."
+            )
+
+
+def simulated_from_env() -> Optional[SimulatedTPU]:
+    """The ``TPU_NB_SIMULATE`` request, if any (``'8'`` or ``'8x2'``)."""
+    value = os.environ.get(SIMULATE_ENV, "").strip()
+    if not value or value == "0":
+        return None
+    match = re.fullmatch(r"([1-9][0-9]*)(?:x([1-9][0-9]*))?", value)
+    if not match:
+        raise ValueError(
+            f"{SIMULATE_ENV}={value!r} is not valid: use the number of cores, optionally with hosts, "
+            f"e.g. {SIMULATE_ENV}=8 or {SIMULATE_ENV}=8x2."
+        )
+    return SimulatedTPU(int(match.group(1)), int(match.group(2) or 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """The resolved layout of a run."""
+
+    kind: str  # 'single', 'simulated', 'tpu'
+    num_replicas: int
+    num_hosts: int
+    devices: Tuple[str, ...]
+    device_type: str  # 'CPU', 'GPU' or 'TPU'
+
+    @property
+    def sharded(self) -> bool:
+        return self.kind != "single"
+
+    @property
+    def replicas_per_host(self) -> int:
+        return self.num_replicas // self.num_hosts
+
+    def host_device(self, host: int) -> str:
+        """The device a host's input pipeline runs on (the first device of its group)."""
+        if self.device_type == "GPU":
+            return "/device:CPU:0"
+        return self.devices[host * self.replicas_per_host]
+
+    @property
+    def description(self) -> str:
+        if self.kind == "single":
+            return self.device_type
+        what = "simulated TPU" if self.kind == "simulated" else "TPU"
+        return f"{what} {self.num_replicas}x{self.num_hosts} ({self.num_replicas} shards on {self.device_type}, {self.num_hosts} host{'s' if self.num_hosts > 1 else ''})"
+
+    def session_config(self, user_config=None):
+        """A ConfigProto giving this topology's devices (logical CPUs need device_count, not global state)."""
+        config = tf.compat.v1.ConfigProto()
+        if user_config is not None:
+            config.CopyFrom(user_config)
+        if self.kind == "simulated" and self.device_type == "CPU":
+            config.device_count["CPU"] = max(self.num_replicas, config.device_count.get("CPU", 0))
+        config.allow_soft_placement = True
+        return config
+
+
+def single_device() -> Topology:
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    return Topology("single", 1, 1, ("/device:GPU:0" if gpu else "/device:CPU:0",), "GPU" if gpu else "CPU")
+
+
+def simulated(sim: SimulatedTPU) -> Topology:
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    use_gpus = sim.use_gpus if sim.use_gpus is not None else gpus >= sim.num_cores
+    if use_gpus:
+        if gpus < sim.num_cores:
+            raise ValueError(f"SimulatedTPU(use_gpus=True) needs {sim.num_cores} GPUs, but {gpus} are visible.")
+        devices = tuple(f"/device:GPU:{i}" for i in range(sim.num_cores))
+        return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "GPU")
+    devices = tuple(f"/device:CPU:{i}" for i in range(sim.num_cores))
+    return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "CPU")
