@@ -14,6 +14,7 @@ from .model_calls import Keras3InModelFnError
 from .model_dir_lock import ModelDirBusyError
 from .modes import ModeKeys
 from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
+from .topology import SimulatedTPU
 from .training import NanLossError
 from .warm_start import WarmStartSettings
 
@@ -32,6 +33,7 @@ __all__ = [
     "RegressionOutput",
     "RunConfig",
     "ServingInputReceiver",
+    "SimulatedTPU",
     "TPUConfig",
     "TensorServingInputReceiver",
     "TPUEstimator",
