@@ -60,7 +60,7 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if len(names) > 1:
+        if len(names) > 1 or title == "eval metrics":
             ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -77,7 +77,7 @@ def _fmt(value) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     return html.escape(str(value))
 
 

@@ -44,7 +44,9 @@ class RunHandle:
         self.stop_reason: Optional[str] = None
         self.last_checkpoint: Optional[str] = None
         self.started: Optional[events.RunStarted] = None
-        self.note: Optional[str] = None  # e.g. "resumed from step 800"
+        self.note: Optional[str] = None  # e.g. "resuming the stopped run from step 800 to step 2000"
+        self.dashboard = None  # the live view, when one is shown
+        self._request = None  # ("steps", N) or ("max_steps", N): what the user asked for
         self.progress = Progress()
         self.store = RunHistory()
         self._listeners: List[Callable[["RunHandle", str], None]] = []

@@ -1,0 +1,136 @@
+"""The live training dashboard: an anywidget view fed by throttled deltas, plus a static fallback.
+
+One output per run and no ``clear_output``: the view draws charts in the
+browser from small incremental messages (at most ``updates_per_second``, each
+at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate. The kernel keeps
+the full history; the browser gets at most ``_wire.MAX_POINTS`` points per
+series. The output bundle also holds a PNG and an HTML summary, and the
+display is updated once when the run ends, so executed and exported notebooks
+keep the final chart.
+
+Example::
+
+    handle = RunHandle("train", est)
+    Dashboard(handle).show()      # then run the handle; the view follows its events
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import time
+from typing import Callable, Optional
+
+import anywidget
+import traitlets
+
+from . import _fast_stop, _static, _wire
+from .handles import RunHandle
+from .throttle import Throttle
+
+
+def _esm_source() -> str:
+    # Read once from the package (dashboard.js ships inside the wheel); no build step, no file watcher.
+    return importlib.resources.files(__package__).joinpath("dashboard.js").read_text(encoding="utf-8")
+
+
+class Dashboard(anywidget.AnyWidget):
+    """Live view of one :class:`RunHandle` (charts, progress, ETA, Stop button)."""
+
+    _esm = _esm_source()
+    #: Full state (every series downsampled); synced at the start and once at the end of the run.
+    snapshot = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
+                 clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES):
+        super().__init__()
+        self.handle = handle
+        self._throttle = Throttle(updates_per_second, clock)
+        self._cursor = _wire.DeltaCursor(max_message_bytes)
+        self._display = None
+        self._resync_wanted = False
+        # Stop must work while a foreground run keeps the kernel busy; see _fast_stop.
+        self.fast_stop = _fast_stop.install(self, {"stop": self._stop_clicked, "hello": self._resync_requested})
+        self.snapshot = self._full_state()
+        self._cursor.mark_all_sent(handle.store)
+        self.on_msg(self._on_front_end_message)
+        handle.add_listener(self._on_change)
+
+    # -- display -----------------------------------------------------------------------------------
+    def show(self):
+        """Displays the dashboard in the current cell (once); returns self."""
+        from IPython.display import display
+
+        if self._display is None:
+            self._display = display(self, display_id=True)
+        return self
+
+    def _repr_mimebundle_(self, **kwargs):
+        data, metadata = super()._repr_mimebundle_(**kwargs)
+        data["text/plain"] = f"tpu_nb {self.handle.summary()}"
+        data["text/html"] = _static.summary_html(self.handle)
+        png = _static.render_png(self.handle)
+        if png is not None:
+            data["image/png"] = base64.b64encode(png).decode("ascii")
+        return data, metadata
+
+    # -- kernel -> browser ---------------------------------------------------------------------------
+    def _status(self) -> dict:
+        h = self.handle
+        status = dict(h.progress.as_dict(), phase=h.phase, state=h.state, kind=h.kind,
+                      loss=h.store.last("loss"), note=h.note, fast_stop=self.fast_stop)
+        started = h.started
+        if started is not None:
+            status.update(backend=started.backend, num_shards=started.num_shards, num_hosts=started.num_hosts,
+                          global_batch_size=started.global_batch_size,
+                          per_shard_batch_size=started.per_shard_batch_size, model_dir=started.model_dir,
+                          iterations_per_loop=str(started.iterations_per_loop))
+        return status
+
+    def _full_state(self) -> dict:
+        return {"status": self._status(), "series": _wire.snapshot(self.handle.store)}
+
+    def _send_update(self) -> None:
+        if self._resync_wanted:
+            self._resync_wanted = False
+            state = self._full_state()
+            self._cursor.mark_all_sent(self.handle.store)
+            self.send({"type": "snapshot", **state})
+            return
+        status = self._status()
+        reserved = _wire.json_size(status) + 40
+        self.send({"type": "delta", "status": status, "series": self._cursor.next_delta(self.handle.store, reserved)})
+
+    def _on_change(self, handle: RunHandle, what: str) -> None:
+        # Called in the training thread at every loop (and host_call step): everything but the
+        # throttle check waits for an update slot.
+        if what == "final":
+            self._finish()
+            return
+        if what == "state":
+            self._throttle.reset()  # state changes (started, stopping, stopped) show at once
+        if self._throttle.due():
+            self._send_update()
+
+    def _finish(self) -> None:
+        """One sync of the final state (nbclient records traits, not custom messages) and one
+        display update (the PNG and HTML with the final numbers)."""
+        self._cursor.mark_all_sent(self.handle.store)
+        self.snapshot = self._full_state()
+        if self._display is not None:
+            self._display.update(self)
+
+    # -- browser -> kernel ---------------------------------------------------------------------------
+    def _stop_clicked(self) -> None:
+        self.handle.stop("Stop button")
+
+    def _resync_requested(self) -> None:
+        self._resync_wanted = True  # a view opened mid-run: the next update carries everything
+        self._throttle.reset()
+
+    def _on_front_end_message(self, widget, content, buffers) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "stop":
+            self._stop_clicked()
+        elif kind == "hello" and not self.handle.finished:
+            self._resync_requested()  # the run's next update carries it; a finished run's snapshot is final

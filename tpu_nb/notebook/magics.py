@@ -1,0 +1,185 @@
+"""``%load_ext tpu_nb``: line magics for training, evaluating, predicting and exporting.
+
+Each magic looks its names up in the notebook's namespace, returns (or stores with
+``-o VAR``) a :class:`~tpu_nb.notebook.handles.RunHandle`, and has a plain Python
+twin in :mod:`tpu_nb.notebook.runs`. ``%tpu_train?`` shows the full help.
+
+Example::
+
+    %load_ext tpu_nb
+    %tpu_train est train_input_fn --steps 2000
+    %tpu_evaluate est eval_input_fn -o ev
+    %tpu_predict est predict_input_fn -o preds
+    %tpu_export est serving_input_receiver_fn /tmp/export
+"""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import runs
+
+_MISSING = object()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a foreground ``%tpu_train``: shown as one line, and (being an error) it keeps
+    Jupyter from running the cells queued after it."""
+
+    def _render_traceback_(self):
+        return [f"KeyboardInterrupt: {self}"]
+
+
+@magics_class
+class TpuMagics(Magics):
+    """The tpu_nb magics; registered by ``%load_ext tpu_nb``."""
+
+    # -- name lookup -------------------------------------------------------------------------------
+    def _lookup(self, name: str):
+        """``name`` or ``name.attr.attr`` from the user's namespace; a one-line error if missing."""
+        head, *rest = name.split(".")
+        value = self.shell.user_ns.get(head, _MISSING)
+        if value is _MISSING:
+            raise UsageError(f"name {head!r} is not defined in the notebook.")
+        for attr in rest:
+            if not hasattr(value, attr):
+                raise UsageError(f"{name!r}: {type(value).__name__} has no attribute {attr!r}.")
+            value = getattr(value, attr)
+        return value
+
+    def _estimator(self, name: str):
+        from ..estimator import TPUEstimator
+
+        value = self._lookup(name)
+        if not isinstance(value, TPUEstimator):
+            raise UsageError(f"{name!r} is a {type(value).__name__}, not a tpu_nb.TPUEstimator.")
+        return value
+
+    def _function(self, name: str, what: str):
+        value = self._lookup(name)
+        if not callable(value):
+            raise UsageError(f"{name!r} is a {type(value).__name__}, not a function ({what} expected).")
+        return value
+
+    def _hooks(self, names):
+        import tensorflow as tf
+
+        hooks = []
+        for name in names or []:
+            value = self._lookup(name)
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            for hook in values:
+                if not isinstance(hook, tf.compat.v1.train.SessionRunHook):
+                    raise UsageError(f"{name!r} holds a {type(hook).__name__}, not a "
+                                     "tf.compat.v1.train.SessionRunHook.")
+            hooks += values
+        return hooks
+
+    def _deliver(self, handle, output):
+        if output:
+            self.shell.user_ns[output] = handle
+            return None
+        return handle
+
+    # -- magics ------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
+    @argument("input_fn", help="name of the training input_fn(params)")
+    @argument("--steps", type=int, default=None, help="train this many more steps")
+    @argument("--max-steps", type=int, default=None, help="train until the global step reaches this")
+    @argument("--hooks", nargs="+", default=None, metavar="NAME",
+              help="names of SessionRunHooks (or lists of them) to run")
+    @argument("--background", action="store_true",
+              help="train in a thread: the kernel stays usable, the dashboard keeps updating, Stop works")
+    @argument("--no-dashboard", action="store_true", help="no live dashboard")
+    @argument("-o", "--output", metavar="VAR", help="store the run handle in VAR instead of returning it")
+    @line_magic
+    def tpu_train(self, line):
+        """Train ESTIMATOR on INPUT_FN with a live dashboard (loss, eval metrics, host_call scalars,
+        progress, ETA, Stop button).
+
+        Stop (the button) or Ctrl-C / kernel interrupt end the run at the next loop boundary with a
+        checkpoint ("stopped at step N"); running the same command again resumes to the stopped
+        run's target. Returns a RunHandle (.state, .history, .stop(), .wait(), .result).
+        Python equivalent: tpu_nb.notebook.train(est, input_fn, steps=..., background=False).
+        """
+        args = parse_argstring(self.tpu_train, line)
+        if (args.steps is None) == (args.max_steps is None):
+            raise UsageError("give exactly one of --steps N or --max-steps N.")
+        est = self._estimator(args.estimator)
+        input_fn = self._function(args.input_fn, "an input_fn")
+        hooks = self._hooks(args.hooks)
+        try:
+            handle = runs.train(est, input_fn, steps=args.steps, max_steps=args.max_steps, hooks=hooks,
+                                background=args.background, dashboard=False if args.no_dashboard else None)
+        except KeyboardInterrupt as interrupt:
+            handle = runs.latest_train_handle(est)
+            if args.output and handle is not None:
+                self.shell.user_ns[args.output] = handle
+            step = handle.stopped_step if handle is not None else None
+            message = (f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
+                       if step is not None else str(interrupt) or "training interrupted")
+            raise TrainingInterrupted(message) from None
+        return self._deliver(handle, args.output)
+
+    @magic_arguments()
+    @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
+    @argument("input_fn", help="name of the evaluation input_fn(params)")
+    @argument("--steps", type=int, default=None, help="evaluate this many batches (default: the whole input)")
+    @argument("--checkpoint", default=None, metavar="PATH", help="checkpoint to evaluate (default: the latest)")
+    @argument("-o", "--output", metavar="VAR", help="store the run handle in VAR instead of returning it")
+    @line_magic
+    def tpu_evaluate(self, line):
+        """Evaluate ESTIMATOR on INPUT_FN; the handle's .result is the metrics dict, and the results
+        are overlaid on the latest training dashboard of the same model_dir.
+        Python equivalent: tpu_nb.notebook.evaluate(est, input_fn, steps=None, checkpoint_path=None).
+        """
+        args = parse_argstring(self.tpu_evaluate, line)
+        est = self._estimator(args.estimator)
+        input_fn = self._function(args.input_fn, "an input_fn")
+        return self._deliver(runs.evaluate(est, input_fn, steps=args.steps, checkpoint_path=args.checkpoint),
+                             args.output)
+
+    @magic_arguments()
+    @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
+    @argument("input_fn", help="name of the prediction input_fn(params)")
+    @argument("-o", "--output", metavar="VAR", help="store the run handle in VAR instead of returning it")
+    @line_magic
+    def tpu_predict(self, line):
+        """Predict with ESTIMATOR on INPUT_FN; the handle's .result is a DataFrame, one row per example.
+        Python equivalent: tpu_nb.notebook.predict(est, input_fn).
+        """
+        args = parse_argstring(self.tpu_predict, line)
+        est = self._estimator(args.estimator)
+        input_fn = self._function(args.input_fn, "an input_fn")
+        return self._deliver(runs.predict(est, input_fn), args.output)
+
+    @magic_arguments()
+    @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
+    @argument("serving_input_fn", help="name of the serving_input_receiver_fn()")
+    @argument("dir", help="export_dir_base: the SavedModel goes in a timestamped folder under it")
+    @argument("-o", "--output", metavar="VAR", help="store the run handle in VAR instead of returning it")
+    @line_magic
+    def tpu_export(self, line):
+        """Export ESTIMATOR as a SavedModel (serve and serve,tpu metagraphs) under DIR; the handle's
+        .result is the export path. Python equivalent: tpu_nb.notebook.export(est, fn, dir).
+        """
+        args = parse_argstring(self.tpu_export, line)
+        est = self._estimator(args.estimator)
+        fn = self._function(args.serving_input_fn, "a serving_input_receiver_fn")
+        return self._deliver(runs.export(est, fn, args.dir), args.output)
+
+
+def load_ipython_extension(ipython):
+    """Registers the magics (``%load_ext tpu_nb``)."""
+    ipython.register_magics(TpuMagics)
+
+
+def unload_ipython_extension(ipython):
+    """Removes the magics (``%unload_ext tpu_nb``)."""
+    line_magics = ipython.magics_manager.magics["line"]
+    for name in ("tpu_train", "tpu_evaluate", "tpu_predict", "tpu_export"):
+        line_magics.pop(name, None)
+    ipython.magics_manager.registry.pop("TpuMagics", None)

@@ -1,0 +1,181 @@
+"""The plain-Python side of the magics: train / evaluate / predict / export, each returning a RunHandle.
+
+Example::
+
+    from tpu_nb import notebook
+    run = notebook.train(est, train_input_fn, steps=2000)        # live dashboard in this cell
+    notebook.evaluate(est, eval_input_fn).result                 # {'loss': ..., 'accuracy': ...}
+    frame = notebook.predict(est, predict_input_fn).result       # one row per example
+    notebook.export(est, serving_input_receiver_fn, "/tmp/export").result   # the SavedModel's path
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+import numpy as np
+
+from .handles import STOPPED, RunHandle
+
+# The latest training handle per model_dir: evaluations are overlaid on it, and a stopped run
+# is resumed to its own target when the same command runs again.
+_latest_train = {}
+_latest_lock = threading.Lock()
+
+
+def _check_estimator(estimator):
+    from ..estimator import TPUEstimator
+
+    if not isinstance(estimator, TPUEstimator):
+        raise TypeError(f"expected a tpu_nb.TPUEstimator, got {type(estimator).__name__}.")
+
+
+def _model_dir_key(estimator) -> str:
+    return os.path.abspath(estimator.model_dir)
+
+
+def latest_train_handle(estimator) -> Optional[RunHandle]:
+    """The most recent ``train`` handle for ``estimator``'s model_dir in this session (or None)."""
+    with _latest_lock:
+        return _latest_train.get(_model_dir_key(estimator))
+
+
+def _resume_target(estimator, steps, max_steps):
+    """max_steps that finishes a stopped run, when the same ``steps=`` command runs again."""
+    if steps is None or max_steps is not None:
+        return None
+    previous = latest_train_handle(estimator)
+    if previous is None or previous.phase != STOPPED or getattr(previous, "_request", None) != ("steps", steps):
+        return None
+    target = previous.target_step
+    if target is None or previous.stopped_step is None:
+        return None
+    from ..training import checkpointed_step
+
+    at = checkpointed_step(estimator.model_dir)
+    if at != previous.stopped_step or at >= target:
+        return None  # the model_dir moved on since (or the run had reached its end)
+    return target
+
+
+def _want_dashboard(dashboard) -> bool:
+    if dashboard is not None:
+        return bool(dashboard)
+    try:  # default: a dashboard inside IPython, none in scripts
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[int] = None, hooks=None,
+          background: bool = False, dashboard: Optional[bool] = None, resume: bool = True) -> RunHandle:
+    """Trains with a live dashboard; returns the :class:`RunHandle`.
+
+    ``background=True`` trains in a thread and returns at once (the dashboard stays in this
+    cell; ``handle.stop()``/``wait()``). In the foreground, Ctrl-C stops at the next loop
+    boundary with a checkpoint and re-raises ``KeyboardInterrupt``. With ``resume`` (default),
+    running the same ``steps=N`` command after a stop continues to the stopped run's target
+    instead of training N more steps.
+
+    Example::
+
+        run = train(est, train_input_fn, steps=2000)
+        run.state, run.history.tail()
+    """
+    _check_estimator(estimator)
+    handle = RunHandle("train", estimator)
+    handle._request = ("steps", steps) if steps is not None else ("max_steps", max_steps)
+    if resume:
+        target = _resume_target(estimator, steps, max_steps)
+        if target is not None:
+            previous = latest_train_handle(estimator)
+            handle.note = f"resuming the stopped run from step {previous.stopped_step} to step {target}"
+            steps, max_steps = None, target
+    with _latest_lock:
+        _latest_train[_model_dir_key(estimator)] = handle
+    if _want_dashboard(dashboard):
+        from .dashboard import Dashboard
+
+        handle.dashboard = Dashboard(handle).show()
+    return handle._run(lambda: estimator.train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps),
+                       background)
+
+
+def evaluate(estimator, input_fn, steps: Optional[int] = None, checkpoint_path: Optional[str] = None,
+             hooks=None, name: Optional[str] = None) -> RunHandle:
+    """Evaluates; ``handle.result`` is the metrics dict. The results are also overlaid on the
+    latest training dashboard of the same model_dir.
+
+    Example::
+
+        evaluate(est, eval_input_fn).result["accuracy"]
+    """
+    _check_estimator(estimator)
+    handle = RunHandle("evaluate", estimator)
+    handle._run(lambda: estimator.evaluate(input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path,
+                                           name=name), background=False)
+    trained = latest_train_handle(estimator)
+    if trained is not None and isinstance(handle.result, dict) and "global_step" in handle.result:
+        trained.add_eval(int(handle.result["global_step"]), handle.result)
+    return handle
+
+
+def predictions_frame(batches):
+    """Concatenates ``predict(..., yield_single_examples=False)`` batches into a DataFrame, one row
+    per example: 1-D outputs become a column, (n, k) outputs become columns ``name_0 .. name_k-1``,
+    higher-rank outputs a column of arrays.
+    """
+    import pandas as pd
+
+    collected = {}
+    for batch in batches:
+        if not isinstance(batch, dict):
+            batch = {"predictions": batch}
+        for key, value in batch.items():
+            collected.setdefault(key, []).append(np.asarray(value))
+    columns = {}
+    for key, parts in collected.items():
+        arr = np.concatenate(parts) if parts[0].ndim else np.asarray(parts)
+        if arr.ndim == 1:
+            columns[key] = arr
+        elif arr.ndim == 2:
+            for j in range(arr.shape[1]):
+                columns[f"{key}_{j}"] = arr[:, j]
+        else:
+            columns[key] = list(arr)
+    return pd.DataFrame(columns)
+
+
+def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[str] = None, hooks=None) -> RunHandle:
+    """Predicts; ``handle.result`` is a DataFrame with one row per example.
+
+    Example::
+
+        predict(est, predict_input_fn).result.head()
+    """
+    _check_estimator(estimator)
+    handle = RunHandle("predict", estimator)
+    return handle._run(lambda: predictions_frame(estimator.predict(
+        input_fn, predict_keys=predict_keys, hooks=hooks, checkpoint_path=checkpoint_path,
+        yield_single_examples=False)), background=False)
+
+
+def export(estimator, serving_input_receiver_fn, export_dir_base: str, checkpoint_path: Optional[str] = None) -> RunHandle:
+    """Exports a SavedModel under ``export_dir_base``; ``handle.result`` is its path (str).
+
+    Example::
+
+        export(est, serving_input_receiver_fn, "/tmp/export").result
+    """
+    _check_estimator(estimator)
+    handle = RunHandle("export", estimator)
+
+    def work():
+        path = estimator.export_saved_model(os.fspath(export_dir_base), serving_input_receiver_fn,
+                                            checkpoint_path=checkpoint_path)
+        return path.decode() if isinstance(path, bytes) else path
+
+    return handle._run(work, background=False)
