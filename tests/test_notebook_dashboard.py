@@ -1,0 +1,183 @@
+"""The live dashboard, driven by synthetic engine events: message budget, final sync, static fallback, Stop."""
+
+import base64
+import importlib.resources
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("anywidget")
+pytest.importorskip("matplotlib")
+
+from tpu_nb import events
+from tpu_nb.notebook import _fast_stop, _wire
+from tpu_nb.notebook.dashboard import Dashboard
+from tpu_nb.notebook.handles import RunHandle
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeEstimator:
+    def __init__(self):
+        self.stop_reasons = []
+
+    def request_stop(self, reason="stop requested"):
+        self.stop_reasons.append(reason)
+        return True
+
+
+def record_messages(widget, clock):
+    """Every comm message the widget sends (custom messages and trait syncs), with its time and size."""
+    sent = []
+    original = widget.comm.send
+
+    def send(data=None, metadata=None, buffers=None):
+        size = len(json.dumps(data, separators=(",", ":"))) + sum(len(b) for b in buffers or [])
+        sent.append((clock(), size, data))
+        return original(data=data, metadata=metadata, buffers=buffers)
+
+    widget.comm.send = send
+    return sent
+
+
+def started_handle(estimator=None, target=None):
+    handle = RunHandle("train", estimator)
+    handle._ident = threading.get_ident()  # events come from this thread, as in a foreground run
+    handle._on_event(events.RunStarted(1, "train", "CPU", 1, 1, 64, 64, "/tmp/model", 0, target, 20))
+    return handle
+
+
+def drive(handle, clock, steps_per_sec=2000, seconds=10, loop=20, scalars=3, eval_every=5000):
+    """Publishes what a run at ``steps_per_sec`` publishes: host_call values every step, a loop every
+    ``loop`` steps, an evaluation every ``eval_every`` steps."""
+    values = {f"scalar_{i}": np.float32(i) for i in range(scalars)}
+    for step in range(1, steps_per_sec * seconds + 1):
+        clock.now = step / steps_per_sec
+        handle._on_event(events.HostCallValues(1, step, values))
+        if step % loop == 0:
+            handle._on_event(events.LoopFinished(1, step, loop, 1000.0 + clock.now, loop / steps_per_sec,
+                                                 1.0 / step, steps_per_sec * 64.0, float(steps_per_sec)))
+        if step % eval_every == 0:
+            handle.add_eval(step, {"loss": np.float32(0.5), "accuracy": np.float32(0.9), "global_step": step})
+
+
+def test_message_budget_holds_at_2000_steps_per_second():
+    clock = FakeClock()
+    handle = started_handle(target=20_000)
+    dashboard = Dashboard(handle, clock=clock)
+    sent = record_messages(dashboard, clock)
+
+    drive(handle, clock, steps_per_sec=2000, seconds=10)
+
+    per_second = {}
+    for t, size, _ in sent:
+        count, total = per_second.get(int(t), (0, 0))
+        per_second[int(t)] = (count + 1, total + size)
+    assert max(c for c, _ in per_second.values()) <= 10  # messages per second
+    assert max(b for _, b in per_second.values()) <= 50_000  # bytes per second
+    assert max(c for c, _ in per_second.values()) <= 5  # in fact ~4 updates/s (plus an eval's state change)
+    # Every point reached the browser exactly once, downsampled only when a delta was over its share.
+    received = sum(len(data["content"]["series"].get("host/scalar_0", [[]])[0])
+                   for _, _, data in sent if data.get("method") == "custom")
+    assert 0 < received <= 20_000
+    last = sent[-1][2]["content"]
+    assert last["status"]["step"] == 20_000 or last["status"]["step"] >= 19_000
+
+
+def test_event_handling_costs_microseconds_per_step():
+    clock = time.monotonic
+    handle = started_handle(target=20_000)
+    Dashboard(handle)  # real clock: at most 4 updates/s whatever the rate
+    values = {"a": np.float32(1.0), "b": np.float32(2.0), "c": np.float32(3.0)}
+    t0 = clock()
+    for step in range(1, 20_001):
+        handle._on_event(events.HostCallValues(1, step, values))
+        if step % 100 == 0:
+            handle._on_event(events.LoopFinished(1, step, 100, time.time(), 0.05, 0.5, 128000.0, 2000.0))
+    per_step = (clock() - t0) / 20_000
+    # 2000 steps/s leave 500 us per step; the dashboard must take a small part of it.
+    assert per_step < 25e-6, f"{per_step * 1e6:.1f} us per step"
+
+
+def test_run_end_syncs_the_final_state_once_and_updates_the_static_picture():
+    clock = FakeClock()
+    handle = started_handle(target=4000)
+    dashboard = Dashboard(handle, clock=clock)
+    sent = record_messages(dashboard, clock)
+    drive(handle, clock, seconds=2, eval_every=2000)
+    handle._on_event(events.RunFinished(1, 4000, "train"))
+    handle._finished.set()
+    handle._notify("final")
+
+    syncs = [data for _, _, data in sent if data.get("method") == "update"]
+    assert len(syncs) == 1
+    snapshot = syncs[0]["state"]["snapshot"]
+    assert snapshot["status"]["state"] == "done"
+    assert snapshot["status"]["step"] == 4000
+    assert set(snapshot["series"]) >= {"loss", "eval/accuracy", "host/scalar_2"}
+    assert all(len(steps) <= 2000 for steps, _ in snapshot["series"].values())
+
+    data, _ = dashboard._repr_mimebundle_()
+    assert data[WIDGET_MIME]["model_id"] == dashboard.model_id
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "done" in data["text/html"] and "4000" in data["text/html"]
+    assert data["text/plain"].startswith("tpu_nb train: done")
+
+
+def test_stopped_and_failed_runs_say_so_in_the_status():
+    handle = started_handle(target=1000)
+    dashboard = Dashboard(handle)
+    handle._on_event(events.LoopFinished(1, 300, 20, 1.0, 0.1, 0.5, None, 200.0))
+    handle._on_event(events.RunStopped(1, 300, "Stop button"))
+    assert dashboard._status()["state"] == "stopped at step 300"
+
+    failed = started_handle()
+    dashboard = Dashboard(failed)
+    failed._on_event(events.RunFailed(1, 40, ValueError("bad input\nsecond line")))
+    assert dashboard._status()["state"] == "failed: ValueError: bad input"
+
+
+def test_stop_button_message_asks_the_estimator_to_stop():
+    estimator = FakeEstimator()
+    handle = started_handle(estimator, target=1000)
+    dashboard = Dashboard(handle)
+    dashboard._handle_custom_msg({"type": "stop"}, [])
+    assert estimator.stop_reasons == ["Stop button"]
+    assert handle.phase == "stopping"
+
+
+def test_fast_stop_hook_sees_stop_in_the_kernels_shell_channel_thread():
+    """ipykernel asks the comm where to route each message before the busy main thread sees it."""
+    routed = []
+
+    class Comm:
+        def _reply_subshell_for(self, data, default):
+            routed.append(data)
+            return default
+
+    class Widget:
+        comm = Comm()
+
+    stops = []
+    assert _fast_stop.install(Widget, {"stop": lambda: stops.append(1)})
+    assert Widget.comm._reply_subshell_for({"method": "custom", "content": {"type": "stop"}}, None) is None
+    assert Widget.comm._reply_subshell_for({"method": "update", "state": {}}, "sub") == "sub"
+    assert stops == [1] and len(routed) == 2  # routing itself is unchanged
+    assert not _fast_stop.install(object(), {})  # other kernels: nothing installed, nothing broken
+
+
+def test_the_browser_module_ships_inside_the_package():
+    source = importlib.resources.files("tpu_nb.notebook").joinpath("dashboard.js").read_text()
+    assert "export default" in source and "render" in source
+    assert Dashboard._esm == source

@@ -1,0 +1,96 @@
+"""The run history store and the wire format: compact, complete in the kernel, bounded for the browser."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tpu_nb.notebook import _wire
+from tpu_nb.notebook.history import RunHistory
+
+
+def test_history_frame_has_one_row_per_step_with_every_kind_of_record():
+    h = RunHistory()
+    for step in range(1, 21):
+        h.add_scalars(step, {"learning_rate": np.float32(0.1 / step), "image": np.zeros((2, 2))})
+        if step % 10 == 0:
+            h.add_loop(step, 1000.0 + step, 2.0 / step, 500.0, 8000.0)
+    h.add_eval(20, {"loss": np.float32(0.3), "accuracy": np.float32(0.9), "global_step": np.int64(20)})
+
+    frame = h.to_frame()
+    assert list(frame.columns) == ["step", "wall_time", "loss", "steps_per_sec", "examples_per_sec",
+                                   "learning_rate", "eval_loss", "eval_accuracy"]
+    assert frame.step.tolist() == list(range(1, 21))
+    assert frame.learning_rate.iloc[4] == pytest.approx(0.02)
+    assert frame.set_index("step").loss.dropna().to_dict() == {10: 0.2, 20: 0.1}
+    assert frame.set_index("step").eval_accuracy.dropna().to_dict() == {20: pytest.approx(0.9)}
+    assert "image" not in frame  # non-scalars stay out of the table
+
+
+def test_host_call_scalar_named_loss_does_not_overwrite_the_training_loss():
+    h = RunHistory()
+    h.add_loop(10, 0.0, 1.5, None, None)
+    h.add_scalars(10, {"loss": 7.0})
+    row = h.to_frame().iloc[0]
+    assert row["loss"] == 1.5 and row["host_loss"] == 7.0
+
+
+def test_a_million_steps_of_three_scalars_stay_compact():
+    h = RunHistory()
+    values = {"a": np.float32(1.0), "b": np.float32(2.0), "c": np.float32(3.0)}
+    for step in range(1_000_000):
+        h.add_scalars(step, values)
+    # 16 bytes per point (int64 step + float64 value), at most doubled by the growth policy.
+    assert h.nbytes <= 3 * 1_000_000 * 16 * 2
+    steps, vals = h.series("host/b")
+    assert len(steps) == 1_000_000 and steps[-1] == 999_999 and vals.mean() == 2.0
+
+
+def test_downsample_keeps_extremes_first_and_last_within_the_cap():
+    steps = np.arange(100_000)
+    values = np.sin(steps / 5000.0)
+    values[31_337] = 50.0  # a spike must survive downsampling
+    values[77_000] = np.nan
+    s, v = _wire.downsample(steps, values, 2000)
+    assert len(s) <= 2000
+    assert s[-1] == 99_999 and s[0] == 0
+    assert 50.0 in v
+    assert np.all(np.diff(s) > 0)
+
+
+def test_snapshot_caps_every_series_at_2000_points_and_is_json():
+    h = RunHistory()
+    for step in range(1, 50_001):
+        h.add_scalars(step, {"x": float(step)})
+    snap = _wire.snapshot(h)
+    assert len(snap["host/x"][0]) <= _wire.MAX_POINTS
+    json.dumps(snap, allow_nan=False)  # NaN/Inf never reach the browser as invalid JSON
+
+
+def test_delta_sends_each_point_once_and_respects_the_byte_cap():
+    h = RunHistory()
+    cursor = _wire.DeltaCursor(max_bytes=4000)
+    received = 0
+    for step in range(1, 301):
+        h.add_scalars(step, {"x": float(step), "nan": float("nan")})
+    delta = cursor.next_delta(h)
+    assert _wire.json_size(delta) <= 4000
+    assert delta["host/x"][0][-1] == 300  # the newest point always goes
+    assert delta["host/nan"][1][0] is None
+    received += len(delta["host/x"][0])
+    assert cursor.next_delta(h) == {}  # nothing new, nothing sent
+    h.add_scalars(301, {"x": 301.0})
+    assert cursor.next_delta(h)["host/x"] == [[301], [301.0]]
+
+
+def test_many_series_that_do_not_fit_wait_for_the_next_delta():
+    h = RunHistory()
+    names = {f"scalar_{i:03d}": float(i) for i in range(400)}
+    h.add_scalars(1, names)
+    cursor = _wire.DeltaCursor(max_bytes=3000)
+    seen = set()
+    for _ in range(20):
+        delta = cursor.next_delta(h)
+        assert _wire.json_size(delta) <= 3000
+        seen |= set(delta)
+    assert len(seen) == 400

@@ -1,0 +1,110 @@
+"""The dashboard in a real kernel: nbclient keeps the final widget state and static picture; Stop reaches
+a foreground run that keeps the kernel busy."""
+
+import pathlib
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("anywidget")
+
+TESTS = pathlib.Path(__file__).parent
+SETUP = f"""
+import sys
+sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]
+import model_zoo
+est = model_zoo.estimator({{model_dir!r}}, iterations_per_loop=10)
+train_fn, eval_fn = model_zoo.train_input_fn, model_zoo.eval_input_fn
+"""
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.mark.slow
+def test_executed_notebook_keeps_widget_view_png_and_html_of_the_finished_run(tmp_path):
+    cells = [SETUP.format(model_dir=str(tmp_path / "model")), "%load_ext tpu_nb",
+             "%tpu_train est train_fn --steps 300 -o run", "%tpu_evaluate est eval_fn -o ev",
+             "print(run.state, run.global_step)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    outputs = [o for o in nb.cells[2].outputs if o.output_type == "display_data"]
+    assert len(outputs) == 1  # one output per run, updated in place
+    data = outputs[0].data
+    assert WIDGET_MIME in data
+    assert data["image/png"]  # the static fallback, rendered after the final update
+    assert "done" in data["text/html"] and "300 / 300" in data["text/html"]
+    assert "eval loss" in data["text/html"]  # the later evaluation was added to the run's display
+    assert "done 300" in "".join(o.get("text", "") for o in nb.cells[4].outputs)
+
+    # nbclient saves widget state (not custom messages): the final snapshot must be in it.
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    snapshot = state[data[WIDGET_MIME]["model_id"]]["state"]["snapshot"]
+    assert snapshot["status"]["state"] == "done" and snapshot["status"]["step"] == 300
+    assert len(snapshot["series"]["loss"][0]) == 30
+
+
+def _wait_reply(client, msg_id, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = client.get_shell_msg(timeout=1)
+        except Exception:
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+    return None
+
+
+@pytest.mark.slow
+def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path):
+    manager = jupyter_client.KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        setup = client.execute(SETUP.format(model_dir=str(tmp_path / "model")) + "\nget_ipython().run_line_magic('load_ext', 'tpu_nb')")
+        assert _wait_reply(client, setup, 120)["content"]["status"] == "ok"
+
+        target = 2_000_000  # hours at this model's speed: only Stop can end it within the test
+        run = client.execute(f"%tpu_train est train_fn --steps {target} -o run")
+        comm_id, step = None, 0
+        deadline = time.monotonic() + 120
+        while step < 50:  # the dashboard is open and training is under way
+            assert time.monotonic() < deadline, "no dashboard updates arrived"
+            msg = client.get_iopub_msg(timeout=60)
+            content = msg["content"]
+            if msg["msg_type"] == "comm_open" and "Dashboard" in str(content["data"]["state"].get("_anywidget_id")):
+                comm_id = content["comm_id"]
+            elif msg["msg_type"] == "comm_msg" and content["comm_id"] == comm_id:
+                custom = content["data"].get("content") or {}
+                step = (custom.get("status") or {}).get("step") or step
+        # The click: the browser's model.send({type: "stop"}) arrives as this comm message.
+        stop = client.session.msg("comm_msg", {"comm_id": comm_id,
+                                               "data": {"method": "custom", "content": {"type": "stop"}}})
+        client.shell_channel.send(stop)
+        reply = _wait_reply(client, run, 60)
+        if reply is None:
+            manager.interrupt_kernel()
+            pytest.fail("Stop did not end the foreground run")
+        assert reply["content"]["status"] == "ok"  # Stop is not an error: queued cells go on
+
+        check = client.execute("print(run.state, run.stopped_step, model_zoo.checkpoint_step(est.model_dir))")
+        text = ""
+        while True:
+            msg = client.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "stream":
+                text += msg["content"]["text"]
+            if (msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        state_step, checkpoint = text.split()[-2:]
+        assert text.startswith("stopped at step ")
+        assert state_step == checkpoint and 50 <= int(checkpoint) < target
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

@@ -1,0 +1,151 @@
+"""The %tpu_* magics in an IPython InteractiveShell: train, evaluate, predict, export, stop, resume, interrupt."""
+
+import os
+import signal
+import time
+
+import pytest
+
+pytest.importorskip("IPython")
+pytest.importorskip("anywidget")
+
+from IPython.core.interactiveshell import InteractiveShell
+
+import model_zoo
+import tpu_nb
+from tpu_nb.notebook import magics
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "tpu_nb")
+    shell.user_ns.update(train_fn=model_zoo.train_input_fn, eval_fn=model_zoo.eval_input_fn,
+                         predict_fn=model_zoo.predict_input_fn)
+    yield shell
+    shell.run_line_magic("unload_ext", "tpu_nb")
+
+
+@pytest.fixture
+def est(ip, tmp_path):
+    estimator = model_zoo.estimator(tmp_path / "model", iterations_per_loop=10)
+    ip.user_ns["est"] = estimator
+    return estimator
+
+
+def test_train_evaluate_predict_in_the_shell(ip, est):
+    result = ip.run_cell("%tpu_train est train_fn --steps 60 -o run")
+    assert result.success
+    run = ip.user_ns["run"]
+    assert run.state == "done" and run.global_step == 60
+    assert model_zoo.checkpoint_step(est.model_dir) == 60
+    history = run.history
+    assert history.step.max() == 60 and history.loss.notna().sum() == 6  # one loss per loop of 10
+    assert {"wall_time", "loss", "steps_per_sec", "examples_per_sec"} <= set(history.columns)
+
+    evaluation = ip.run_line_magic("tpu_evaluate", "est eval_fn")
+    assert evaluation.state == "done" and evaluation.result["global_step"] == 60
+    # The evaluation is overlaid on the training run's history (and its dashboard).
+    assert run.history.set_index("step").eval_loss[60] == pytest.approx(evaluation.result["loss"])
+
+    predictions = ip.run_line_magic("tpu_predict", "est predict_fn").result
+    assert len(predictions) == 100  # one row per example
+    assert list(predictions.columns) == ["class_ids", "logits_0", "logits_1", "logits_2"]
+    assert (predictions.class_ids == predictions[["logits_0", "logits_1", "logits_2"]].to_numpy().argmax(1)).all()
+
+
+def test_unknown_names_and_wrong_types_are_one_line_errors(ip, est, capsys):
+    for line, message in [
+        ("%tpu_train nope train_fn --steps 3", "name 'nope' is not defined"),
+        ("%tpu_train train_fn train_fn --steps 3", "'train_fn' is a function, not a tpu_nb.TPUEstimator"),
+        ("%tpu_train est est.model_dir --steps 3", "not a function"),
+        ("%tpu_train est train_fn", "exactly one of --steps N or --max-steps N"),
+        ("%tpu_evaluate est missing_fn", "name 'missing_fn' is not defined"),
+    ]:
+        capsys.readouterr()
+        result = ip.run_cell(line)
+        out, err = capsys.readouterr()
+        assert not result.success
+        assert message in out + err
+        assert "Traceback" not in out + err
+
+
+def test_magics_document_their_arguments(ip):
+    doc = ip.find_line_magic("tpu_train").__doc__
+    for option in ("--steps", "--max-steps", "--hooks", "--background", "-o"):
+        assert option in doc
+    assert "--checkpoint" in ip.find_line_magic("tpu_evaluate").__doc__
+
+
+def test_background_run_stops_on_request_and_the_same_command_resumes(ip, est):
+    ip.run_cell("%tpu_train est train_fn --steps 400 --background -o bg")
+    run = ip.user_ns["bg"]
+    deadline = time.monotonic() + 60
+    while (run.global_step or 0) < 30 and not run.finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    run.stop()  # what the Stop button does
+    run.wait(timeout=60)
+    stopped = run.stopped_step
+    assert run.state == f"stopped at step {stopped}" and 30 <= stopped < 400
+    assert model_zoo.checkpoint_step(est.model_dir) == stopped  # stopped with a checkpoint
+
+    again = ip.run_line_magic("tpu_train", "est train_fn --steps 400")
+    assert again.state == "done"
+    assert again.global_step == 400  # resumed to the first run's target, not 400 more
+    assert model_zoo.checkpoint_step(est.model_dir) == 400
+    assert again.history.step.min() > stopped
+
+
+def test_interrupt_stops_at_a_loop_boundary_with_a_checkpoint_and_resumes(ip, est, capsys):
+    interrupted = []
+
+    def interrupt_once(event):
+        if isinstance(event, tpu_nb.events.LoopFinished) and not interrupted:
+            interrupted.append(event.global_step)
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C / the kernel's interrupt does
+
+    with tpu_nb.events.subscribed(interrupt_once):
+        result = ip.run_cell("%tpu_train est train_fn --steps 500 -o run")
+    out, err = capsys.readouterr()
+    assert isinstance(result.error_in_exec, magics.TrainingInterrupted)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)  # so Jupyter cancels the queued cells
+    run = ip.user_ns["run"]
+    assert run.state.startswith("stopped at step ")
+    assert run.stopped_step < 500
+    assert model_zoo.checkpoint_step(est.model_dir) == run.stopped_step
+    assert f"training stopped at step {run.stopped_step}; checkpoint saved" in out + err
+    assert "Traceback" not in out + err
+
+    resumed = ip.run_line_magic("tpu_train", "est train_fn --steps 500")
+    assert resumed.global_step == 500 and model_zoo.checkpoint_step(est.model_dir) == 500
+
+
+def test_plain_python_equivalents_return_handles(est, tmp_path):
+    from tpu_nb import notebook
+
+    run = notebook.train(est, model_zoo.train_input_fn, max_steps=20, dashboard=False)
+    assert run.state == "done" and run.result is est
+    assert notebook.train(est, model_zoo.train_input_fn, max_steps=20, dashboard=False).state == "done"
+    failed = notebook.train(est, model_zoo.train_input_fn, steps=10, background=True, dashboard=False,
+                            hooks=[object()])
+    with pytest.raises(TypeError, match="SessionRunHook"):
+        failed.wait(timeout=60)
+    assert failed.state.startswith("failed: TypeError")
+
+
+def test_export_magic_writes_a_saved_model(ip, est, tmp_path):
+    def serving_input_receiver_fn():
+        import tensorflow as tf
+
+        x = tf.compat.v1.placeholder(tf.float32, [None, model_zoo.FEATURES], name="x")
+        return tpu_nb.TensorServingInputReceiver(x, {"x": x})
+
+    ip.user_ns["serving_fn"] = serving_input_receiver_fn
+    ip.run_line_magic("tpu_train", "est train_fn --steps 10")
+    ip.user_ns["export_base"] = str(tmp_path / "export")
+    handle = ip.run_line_magic("tpu_export", f"est serving_fn {tmp_path / 'export'} -o exported")
+    assert handle is None
+    exported = ip.user_ns["exported"]
+    assert exported.state == "done"
+    assert os.path.exists(os.path.join(exported.result, "saved_model.pb"))
