@@ -14,7 +14,8 @@ from .model_calls import Keras3InModelFnError
 from .model_dir_lock import ModelDirBusyError
 from .modes import ModeKeys
 from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
-from .topology import SimulatedTPU
+from .multi_worker import WorkerLostError
+from .topology import MultiWorker, SimulatedTPU
 from .training import NanLossError
 from .warm_start import WarmStartSettings
 
@@ -27,6 +28,7 @@ __all__ = [
     "InputPipelineConfig",
     "Keras3InModelFnError",
     "ModeKeys",
+    "MultiWorker",
     "ModelDirBusyError",
     "NanLossError",
     "PredictOutput",
@@ -39,6 +41,7 @@ __all__ = [
     "TPUEstimator",
     "TPUEstimatorSpec",
     "WarmStartSettings",
+    "WorkerLostError",
     "events",
 ]
 

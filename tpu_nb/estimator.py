@@ -112,11 +112,14 @@ class TPUEstimator:
 
     def _topology(self, what):
         """Where ``what`` runs: one device, simulated shards, or a TPU; a clear error when none fits."""
-        from .topology import SimulatedTPU, simulated, simulated_from_env, single_device
+        from .topology import MultiWorker, SimulatedTPU, multi_worker, simulated, simulated_from_env, single_device
 
+        cfg = self._config
+        if isinstance(cfg.cluster, MultiWorker):
+            # Workers train in lock step; evaluation and prediction run on each worker's own device.
+            return multi_worker(cfg.cluster) if what == "train" else single_device()
         if not self._use_tpu or (what == "evaluate" and not self._eval_on_tpu):
             return single_device()
-        cfg = self._config
         sim = cfg.cluster if isinstance(cfg.cluster, SimulatedTPU) else simulated_from_env()
         if sim is not None:
             topology = simulated(sim)

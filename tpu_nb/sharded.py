@@ -45,7 +45,11 @@ def simulated_tpu_ops():
 
 
 def make_strategy(topology):
-    """A graph-mode MirroredStrategy over the topology's devices, reducing on the first one."""
+    """A graph-mode MirroredStrategy over the topology's devices (or MultiWorkerMirroredStrategy)."""
+    if topology.kind == "multi_worker":
+        from .multi_worker import make_strategy as make_multi_worker_strategy
+
+        return make_multi_worker_strategy()
     strategy = tf.compat.v1.distribute.MirroredStrategy(
         devices=list(topology.devices),
         cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=topology.devices[0]),
@@ -107,6 +111,18 @@ class ShardedStep:
         self.context = context
         self.mode = mode
 
+    def _gather_in_replica(self, tensors):
+        """Across workers, the host needs every worker's rows: all-gather them in replica context."""
+        if self.topology.kind != "multi_worker":
+            return tensors
+        ctx = tf.distribute.get_replica_context()
+        return [ctx.all_gather(t, axis=0) for t in tensors]
+
+    def _gather(self, value, only_first=False):
+        if self.topology.kind == "multi_worker":
+            return self.strategy.experimental_local_results(value)[0]
+        return gather(self.strategy, value, only_first=only_first)
+
     def build(self, replica_inputs, train=False):
         features = per_replica([f for f, _, _ in replica_inputs])
         labels = per_replica([l for _, l, _ in replica_inputs])
@@ -125,10 +141,10 @@ class ShardedStep:
                     outputs["loss"] = tf.identity(tf.cast(tf.convert_to_tensor(spec.loss), tf.float32))
                 if train and getattr(spec, "host_call", None) is not None:
                     _, _, flat = _flatten_fn_tensors("host_call", spec.host_call)
-                    outputs["host_call"] = [tf.identity(t) for t in flat]
+                    outputs["host_call"] = self._gather_in_replica([tf.identity(t) for t in flat])
                 if not train and isinstance(spec, EstimatorSpec) is False and spec.eval_metrics is not None:
                     _, _, flat = _flatten_fn_tensors("eval_metrics", spec.eval_metrics)
-                    outputs["eval_metrics"] = list(flat)
+                    outputs["eval_metrics"] = self._gather_in_replica(list(flat))
                 if spec.predictions is not None and self.mode == "infer":
                     preds = spec.predictions if isinstance(spec.predictions, dict) else {"predictions": spec.predictions}
                     for key, value in preds.items():
@@ -151,7 +167,7 @@ class ShardedStep:
         self.host_call = None
         if "host_call" in results:
             fn, structure, _ = _flatten_fn_tensors("host_call", self.spec.host_call)
-            gathered = [gather(self.strategy, v) for v in results["host_call"]]
+            gathered = [self._gather(v) for v in results["host_call"]]
             self.host_call = (fn, _repack(structure, gathered))
         self.eval_metrics = None
         self.mask = None
@@ -159,7 +175,7 @@ class ShardedStep:
             self.mask = masks[0] if broadcast else tf.concat(masks, 0)
         if "eval_metrics" in results:
             fn, structure, _ = _flatten_fn_tensors("eval_metrics", self.spec.eval_metrics)
-            gathered = [gather(self.strategy, v, only_first=broadcast) for v in results["eval_metrics"]]
+            gathered = [self._gather(v, only_first=broadcast) for v in results["eval_metrics"]]
             if self.mask is not None:
                 gathered = [tf.boolean_mask(t, self.mask) for t in gathered]
             self.eval_metrics = (fn, _repack(structure, gathered))

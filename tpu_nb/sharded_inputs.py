@@ -52,12 +52,17 @@ class InputContext:
 
 
 def _deployments(topology, plan: BatchPlan):
+    """The input_fn invocations this process makes: (device, index, total, replicas consumed)."""
     r, h, per_host = topology.num_replicas, topology.num_hosts, topology.replicas_per_host
+    local = set(topology.local_hosts)
     mode = plan.input_mode
     if mode == IPC.PER_SHARD_V1:
-        return [(topology.host_device(i // per_host), i, r, 1) for i in range(r)]
+        return [(topology.host_device(i // per_host), i, r, 1) for i in range(r) if i // per_host in local]
     if mode in (IPC.PER_HOST_V1, IPC.PER_HOST_V2):
-        return [(topology.host_device(i), i, h, per_host) for i in range(h)]
+        return [(topology.host_device(i), i, h, per_host) for i in range(h) if i in local]
+    if len(local) != h:
+        raise ValueError(f"InputPipelineConfig.{mode.name} feeds every shard from one input_fn call, which "
+                         "needs all shards in one process; with several workers use PER_HOST_V1 or PER_HOST_V2.")
     return [(topology.host_device(0), 0, 1, r)]  # BROADCAST, SLICED
 
 
@@ -172,7 +177,7 @@ class ShardedInput:
                     out.append(self._get(it))
         elif mode == IPC.BROADCAST:
             element = self._get(self.iterators[0])
-            out = [element] * topo.num_replicas
+            out = [element] * topo.num_replicas  # all shards are local (checked when building)
         else:  # PER_HOST_V1 (one call per host) or SLICED (one call): split along the batch axis
             pieces = topo.replicas_per_host if mode == IPC.PER_HOST_V1 else topo.num_replicas
             for it in self.iterators:

@@ -63,11 +63,24 @@ def simulated_from_env() -> Optional[SimulatedTPU]:
 class Topology:
     """The resolved layout of a run."""
 
-    kind: str  # 'single', 'simulated', 'tpu'
+    kind: str  # 'single', 'simulated', 'multi_worker'
     num_replicas: int
     num_hosts: int
-    devices: Tuple[str, ...]
+    devices: Tuple[str, ...]  # this process's devices
     device_type: str  # 'CPU', 'GPU' or 'TPU'
+    task_index: int = 0  # this process's host (multi-worker: its worker index)
+    operation_timeout_secs: Optional[float] = None
+
+    @property
+    def local_hosts(self) -> Tuple[int, ...]:
+        """The hosts whose input pipelines and replicas live in this process."""
+        if self.kind == "multi_worker":
+            return (self.task_index,)
+        return tuple(range(self.num_hosts))
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task_index == 0
 
     @property
     def sharded(self) -> bool:
@@ -79,6 +92,8 @@ class Topology:
 
     def host_device(self, host: int) -> str:
         """The device a host's input pipeline runs on (the first device of its group)."""
+        if self.kind == "multi_worker":
+            return f"/job:worker/replica:0/task:{host}/device:CPU:0"
         if self.device_type == "GPU":
             return "/device:CPU:0"
         return self.devices[host * self.replicas_per_host]
@@ -87,6 +102,8 @@ class Topology:
     def description(self) -> str:
         if self.kind == "single":
             return self.device_type
+        if self.kind == "multi_worker":
+            return f"{self.num_replicas} workers (this is worker {self.task_index})"
         what = "simulated TPU" if self.kind == "simulated" else "TPU"
         return f"{what} {self.num_replicas}x{self.num_hosts} ({self.num_replicas} shards on {self.device_type}, {self.num_hosts} host{'s' if self.num_hosts > 1 else ''})"
 
@@ -116,3 +133,45 @@ def simulated(sim: SimulatedTPU) -> Topology:
         return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "GPU")
     devices = tuple(f"/device:CPU:{i}" for i in range(sim.num_cores))
     return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "CPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiWorker:
+    """Several worker processes, described by the ``TF_CONFIG`` environment variable, in lock step.
+
+    Every worker runs the same program; worker 0 is the chief and writes
+    checkpoints and summaries to ``model_dir`` (which all workers must be able
+    to read). A peer that stops responding makes every other worker fail within
+    ``operation_timeout_secs`` instead of hanging.
+
+    Example::
+
+        # on each machine, with TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}
+        config = RunConfig(cluster=MultiWorker(operation_timeout_secs=120), model_dir='/shared/model')
+    """
+
+    operation_timeout_secs: float = 300.0
+
+    def __post_init__(self):
+        if not isinstance(self.operation_timeout_secs, numbers.Real) or self.operation_timeout_secs <= 0:
+            raise ValueError(f"MultiWorker.operation_timeout_secs must be positive, got {self.operation_timeout_secs!r}.")
+
+    def cluster_resolver(self):
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        spec = resolver.cluster_spec().as_dict()
+        workers = spec.get("worker", [])
+        if not workers or resolver.task_type != "worker" or resolver.task_id is None:
+            raise ValueError(
+                "MultiWorker needs TF_CONFIG with a 'worker' cluster and this process's task, e.g. "
+                'TF_CONFIG=\'{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+                '"task": {"type": "worker", "index": 0}}\'.'
+            )
+        return resolver
+
+
+def multi_worker(mw: MultiWorker) -> Topology:
+    resolver = mw.cluster_resolver()
+    workers = len(resolver.cluster_spec().as_dict()["worker"])
+    task = int(resolver.task_id)
+    return Topology("multi_worker", workers, workers, (f"/job:worker/replica:0/task:{task}/device:CPU:0",), "CPU",
+                    task_index=task, operation_timeout_secs=mw.operation_timeout_secs)

@@ -8,8 +8,10 @@ NaN check all happen at loop boundaries, as on a TPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import tempfile
 import time
 from typing import Optional
 
@@ -157,6 +159,7 @@ class _TrainGraph:
         self.plan = plan_batches(est.train_batch_size, topo.num_replicas, topo.num_hosts,
                                  est.config.tpu_config.input_mode, ModeKeys.TRAIN)
         strategy = make_strategy(topo)
+        self.strategy = strategy
         context = InputContext(topo, ModeKeys.TRAIN, self.plan)
         every_n = est.config.tpu_config.experimental_host_call_every_n_steps
         with strategy.scope():
@@ -177,6 +180,21 @@ class _TrainGraph:
                 return step.loss, deps, global_step
 
             self._loop(step_fn)
+            if topo.kind == "multi_worker":
+                # Run by every worker after its last loop, so no worker exits while a peer still needs it.
+                ones = strategy.extended.call_for_each_replica(
+                    lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.ones([])))
+                self.barrier = strategy.experimental_local_results(ones)[0]
+
+
+class _NoLock:
+    took_over_stale = False
+
+
+def _lost_peer(error, topology, model_dir):
+    from .multi_worker import lost_peer_error
+
+    return lost_peer_error(error, topology, model_dir)
 
 
 def _refuse_v1_summaries_in_host_call(graph):
@@ -278,7 +296,11 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
     stop = stop or StopRequest()
     run_id = events.bus.new_run_id()
 
-    with ModelDirLock(model_dir) as lock:
+    chief = topology.is_chief
+    # Non-chief workers run the same hooks and session runs (collectives need lock step) but save to a
+    # scratch directory; they restore from the chief's model_dir.
+    save_dir = model_dir if chief else tempfile.mkdtemp(prefix=f"tpu_nb_worker{topology.task_index}_")
+    with (ModelDirLock(model_dir) if chief else contextlib.nullcontext(_NoLock())) as lock:
         if lock.took_over_stale:
             _log.info("Took over a stale training lock in %s left by a process that no longer runs.", model_dir)
         built = _TrainGraph(est, input_fn, run_id, topology)
@@ -286,11 +308,12 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             _log.warning("input_fn returned tensors, not a tf.data.Dataset: running one step per session run. "
                          "Return a Dataset to run iterations_per_loop steps per run.")
         sizer = TimedLoopSizer(ipl.value) if ipl.is_time else None
-        listener = _PublishingListener(run_id, model_dir)
-        summaries = _Summaries(model_dir, est.config.save_summary_steps, est.config.log_step_count_steps)
+        listener = _PublishingListener(run_id, save_dir)
+        summaries = _Summaries(model_dir, est.config.save_summary_steps if chief else 0,
+                               est.config.log_step_count_steps)
         with built.graph.as_default():
             saver_hook = tf.compat.v1.train.CheckpointSaverHook(
-                model_dir,
+                save_dir,
                 save_secs=est.config.save_checkpoints_secs,
                 save_steps=est.config.save_checkpoints_steps if est.config.save_checkpoints_secs is None else None,
                 scaffold=built.scaffold,
@@ -300,10 +323,18 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             all_hooks = hooks + list(built.spec.training_hooks) + [saver_hook]
             if isinstance(built.spec, EstimatorSpec):
                 all_hooks += list(built.spec.training_chief_hooks)
-            session_config = (topology.session_config(est.config.session_config) if topology.sharded
-                              else est.config.session_config)
+            master = ""
+            if topology.kind == "multi_worker":
+                from .multi_worker import session_target_and_config
+
+                master, session_config = session_target_and_config(topology, built.strategy,
+                                                                   est.config.session_config)
+            elif topology.sharded:
+                session_config = topology.session_config(est.config.session_config)
+            else:
+                session_config = est.config.session_config
             creator = tf.compat.v1.train.ChiefSessionCreator(
-                scaffold=built.scaffold, checkpoint_dir=model_dir, config=session_config,
+                scaffold=built.scaffold, checkpoint_dir=model_dir, config=session_config, master=master,
             )
             per_shard = built.plan.model_fn_batch if topology.sharded else est.train_batch_size
             events.publish(events.RunStarted(
@@ -373,13 +404,30 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                 # Hooks see the state after the loop (the global step is read fresh).
                 ctx.run_with_hooks(built.global_step)
                 if state["exhausted"] or (target is not None and step >= target) or stop.is_set():
+                    if getattr(built, "barrier", None) is not None:
+                        session.run(built.barrier)
                     ctx.request_stop()
 
             try:
                 with deferred_interrupts(stop):
-                    with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
+                    if topology.kind == "multi_worker":
+                        # No automatic session re-creation: a lost peer must end the run, not retry it.
+                        sess = tf.compat.v1.train.SingularMonitoredSession(
+                            hooks=all_hooks, scaffold=built.scaffold, master=master, config=session_config,
+                            checkpoint_dir=model_dir)
+                    else:
+                        sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
+                    with sess:
                         while not sess.should_stop():
                             sess.run_step_fn(step_fn)
+            except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                    tf.errors.CancelledError, tf.errors.InternalError) as error:
+                if topology.kind != "multi_worker":
+                    events.publish(events.RunFailed(run_id, state["step"], error))
+                    raise
+                lost = _lost_peer(error, topology, model_dir)
+                events.publish(events.RunFailed(run_id, state["step"], lost))
+                raise lost from error
             except BaseException as error:
                 events.publish(events.RunFailed(run_id, state["step"], error))
                 raise
