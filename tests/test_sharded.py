@@ -271,3 +271,32 @@ def test_sharded_training_needs_steps_and_batch_size(tmp_path):
 def test_num_shards_must_match(tmp_path):
     with pytest.raises(ValueError, match="num_shards=4 does not match the 8 shards"):
         _estimator(tmp_path, _linear_model_fn, num_shards=4).train(train_input_fn, steps=1)
+
+
+def test_dead_tpu_address_fails_fast_naming_it(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=f"grpc://127.0.0.1:{port}",
+                              tpu_config=tpu_nb.TPUConfig(connect_timeout_secs=5))
+    est = tpu_nb.TPUEstimator(_linear_model_fn, config=config, train_batch_size=16)
+    started = time.monotonic()
+    with pytest.raises(tpu_nb.TPUConnectionError, match=f"127.0.0.1:{port}"):
+        est.train(train_input_fn, steps=1)
+    assert time.monotonic() - started < 20
+
+
+def test_check_tpu_compatibility_from_the_estimator(tmp_path):
+    def model_fn(features, labels, mode, params):
+        spec = _linear_model_fn(features, labels, mode, {})
+        odd = tf.numpy_function(lambda a: a * 2, [spec.loss], tf.float32, name="numpy_double")
+        return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss + 0 * tf.reshape(odd, []), train_op=spec.train_op)
+
+    report = _estimator(tmp_path, model_fn).check_tpu_compatibility(train_input_fn)
+    assert not report.ok
+    assert any("numpy_double" in name for name, _ in report.unsupported_ops)
+    assert _estimator(tmp_path / "ok", _linear_model_fn, params={}).check_tpu_compatibility(train_input_fn).ok
+    assert checkpoint_step(tmp_path) is None

@@ -16,12 +16,18 @@ from .modes import ModeKeys
 from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
 from .multi_worker import WorkerLostError
 from .topology import MultiWorker, SimulatedTPU
+from .tpu_connection import TPUConnectionError, TPUTopology, resolve_tpu
 from .training import NanLossError
+from .xla_check import CompatibilityReport
 from .warm_start import WarmStartSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompatibilityReport",
+    "TPUConnectionError",
+    "TPUTopology",
+    "resolve_tpu",
     "ClassificationOutput",
     "CrossShardOptimizer",
     "EstimatorSpec",

@@ -93,9 +93,13 @@ class TPUConfig:
     experimental_host_call_every_n_steps: int = 1
     experimental_allow_per_host_v2_parallel_get_next: bool = False
     experimental_feed_hook: Any = None
+    # tpu_nb's own: how long finding the TPU may take before a clear error (TensorFlow alone waits ~5 min).
+    connect_timeout_secs: float = 30.0
 
     def __post_init__(self):
         parse_iterations_per_loop(self.iterations_per_loop)
+        if not isinstance(self.connect_timeout_secs, numbers.Real) or self.connect_timeout_secs <= 0:
+            raise ValueError(f"TPUConfig.connect_timeout_secs must be positive, got {self.connect_timeout_secs!r}.")
         if self.num_shards is not None:
             _check_positive_int("TPUConfig.num_shards", self.num_shards)
         if self.num_cores_per_replica is not None and self.num_cores_per_replica not in _CORES_PER_REPLICA:

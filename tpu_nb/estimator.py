@@ -124,11 +124,17 @@ class TPUEstimator:
         if sim is not None:
             topology = simulated(sim)
         elif cfg.cluster is not None or cfg.master:
-            where = cfg.master or cfg.cluster
+            from .tpu_connection import resolve_tpu
+
+            # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
+            found = resolve_tpu(cfg.cluster if cfg.cluster is not None else cfg.master,
+                                timeout_secs=cfg.tpu_config.connect_timeout_secs)
             raise RuntimeError(
-                f"{what}() on the TPU at {where!r} is not supported by this build of tpu_nb yet. "
-                "Run the same program on simulated shards (RunConfig(cluster=tpu_nb.SimulatedTPU(8)) or "
-                "TPU_NB_SIMULATE=8), or pass use_tpu=False."
+                f"Found the TPU at {found.master or 'local'} ({found.num_cores} cores on {found.num_hosts} "
+                f"host(s)), but this build of tpu_nb cannot execute {what}() on real TPU hardware yet. Run the "
+                "same program on simulated shards (RunConfig(cluster=tpu_nb.SimulatedTPU("
+                f"{found.num_cores}, {found.num_hosts})) or TPU_NB_SIMULATE={found.num_cores}x{found.num_hosts}), "
+                "or pass use_tpu=False."
             )
         else:
             raise RuntimeError(
@@ -205,6 +211,21 @@ class TPUEstimator:
                               as_text=as_text, checkpoint_path=checkpoint_path)
 
     export_savedmodel = export_saved_model
+
+    def check_tpu_compatibility(self, input_fn):
+        """Compiles one training step with XLA on the CPU; reports ops XLA cannot compile, by name.
+
+        A cheap check before spending TPU time (CPU XLA is close to, not exactly, TPU XLA).
+
+        Example::
+
+            report = est.check_tpu_compatibility(train_input_fn)
+            print(report)   # ok, or the ops to move into input_fn / host_call
+        """
+        from .xla_check import check_tpu_compatibility
+
+        with quiet_tf_logs():
+            return check_tpu_compatibility(self, input_fn)
 
     # -- checkpoint inspection --------------------------------------------------
     def latest_checkpoint(self) -> Optional[str]:
