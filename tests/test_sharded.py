@@ -300,3 +300,12 @@ def test_check_tpu_compatibility_from_the_estimator(tmp_path):
     assert any("numpy_double" in name for name, _ in report.unsupported_ops)
     assert _estimator(tmp_path / "ok", _linear_model_fn, params={}).check_tpu_compatibility(train_input_fn).ok
     assert checkpoint_step(tmp_path) is None
+
+
+def test_sharded_eval_with_steps_runs_exactly_those_batches(tmp_path):
+    est = _estimator(tmp_path, _linear_model_fn, ipl=4, params={})
+    est.train(train_input_fn, steps=1)
+    input_fn, x, y = _eval_input_fn(100)
+    for steps in (2, 5):  # inside one loop of 4, and across two loops
+        result = est.evaluate(input_fn, steps=steps)
+        assert result["label_mean"] == pytest.approx(y[:16 * steps].mean(), rel=1e-6)

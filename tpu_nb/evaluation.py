@@ -108,10 +108,9 @@ def eval_input_mode(est):
     return tpu_config.input_mode
 
 
-def build_sharded_step(est, input_fn, topology, mode, batch_size, what):
-    """Padded, masked sharded inputs plus one ShardedStep for EVAL or PREDICT (no loop)."""
+def _sharded_setup(est, input_fn, topology, mode, batch_size, what):
     from .batching import plan_batches
-    from .sharded import ShardedStep, make_strategy
+    from .sharded import make_strategy
     from .sharded_inputs import InputContext, ShardedInput
 
     if batch_size is None:
@@ -124,24 +123,76 @@ def build_sharded_step(est, input_fn, topology, mode, batch_size, what):
         global_step = tf.compat.v1.train.get_or_create_global_step()
         inputs = ShardedInput(est, input_fn, mode, topology, plan, pad=True, context=context,
                               batch_axis=est._batch_axis)  # noqa: SLF001
-        step = ShardedStep(est, strategy, topology, plan, context, mode).build(inputs.next(), train=False)
     _log.info("%s on %s (%s: input_fn x%d with batch %d, model_fn batch %d).", what, topology.description,
               plan.input_mode.name, plan.input_fn_calls, plan.input_fn_batch, plan.model_fn_batch)
+    return strategy, plan, context, global_step, inputs
+
+
+def build_sharded_step(est, input_fn, topology, mode, batch_size, what):
+    """Padded, masked sharded inputs plus one ShardedStep for EVAL or PREDICT (no loop)."""
+    from .sharded import ShardedStep
+
+    strategy, plan, context, global_step, inputs = _sharded_setup(est, input_fn, topology, mode, batch_size, what)
+    with strategy.scope():
+        step = ShardedStep(est, strategy, topology, plan, context, mode).build(inputs.next(), train=False)
     return global_step, inputs.initializer, step
 
 
-def _build_sharded(est, input_fn, topology):
-    global_step, initializer, step = build_sharded_step(est, input_fn, topology, ModeKeys.EVAL,
-                                                        est.eval_batch_size, "evaluate()")
-    real_rows = tf.reduce_sum(tf.cast(step.mask, tf.int64))
-    # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
-    loss_mean, loss_update = tf.compat.v1.metrics.mean(step.loss, weights=tf.cast(real_rows, tf.float32),
-                                                       name="mean_loss")
-    metrics = {}
-    if step.eval_metrics is not None:
-        fn, tensors = step.eval_metrics
-        metrics = _check_metric_dict(call_with_tensors(fn, tensors))
-    return global_step, initializer, step.spec, (loss_mean, loss_update), metrics, real_rows
+class _ShardedEvalLoop:
+    """``iterations_per_loop`` eval steps per session run over the shards.
+
+    Each step's gathered, mask-filtered eval_metrics tensors go to the host
+    through the outfeed queue; metric updates run on the host after the loop.
+    The loop ends early after a step with no real rows (every shard past the
+    end of its input).
+    """
+
+    def __init__(self, est, input_fn, topology):
+        from .host_calls import HostCallQueue
+        from .sharded import ShardedStep
+
+        strategy, plan, context, self.global_step, inputs = _sharded_setup(
+            est, input_fn, topology, ModeKeys.EVAL, est.eval_batch_size, "evaluate()")
+        self.initializer = inputs.initializer
+        self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="eval_iterations")
+        captured = {}
+
+        def body(i, rows):
+            step = ShardedStep(est, strategy, topology, plan, context, ModeKeys.EVAL).build(inputs.next())
+            captured["step"] = step
+            real = tf.reduce_sum(tf.cast(step.mask, tf.int64))
+            metric_tensors = []
+            if step.eval_metrics is not None:
+                fn, tensors = step.eval_metrics
+                metric_tensors = list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
+            queue = HostCallQueue(self._host_fn, [step.loss, real] + metric_tensors)
+            captured["queue"] = queue
+            with tf.control_dependencies([queue.enqueue(tf.cast(i, tf.int64))]):
+                return i + 1, tf.identity(real)
+
+        with strategy.scope():
+            self.loop = tf.while_loop(lambda i, rows: tf.logical_and(i < self.iterations, tf.not_equal(rows, 0)),
+                                      body, [tf.constant(0), tf.constant(-1, tf.int64)], parallel_iterations=1,
+                                      name="eval_loop")
+        step = captured["step"]
+        self.spec = step.spec
+        self._metric_fn_tensors = step.eval_metrics
+        self.queue = captured["queue"]
+        self.metrics = {}
+        self.loss = None
+        self.queue.build_host_side()
+
+    def _host_fn(self, loss, real, *metric_tensors):
+        # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
+        self.loss = tf.compat.v1.metrics.mean(loss, weights=tf.cast(real, tf.float32), name="mean_loss")
+        updates = [self.loss[1]]
+        if self._metric_fn_tensors is not None:
+            fn, structure = self._metric_fn_tensors
+            tensors = (dict(zip(structure.keys(), metric_tensors)) if isinstance(structure, dict)
+                       else list(metric_tensors))
+            self.metrics = _check_metric_dict(call_with_tensors(fn, tensors))
+            updates += [pair[1] for pair in self.metrics.values()]
+        return updates
 
 
 def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None, topology=None):
@@ -163,13 +214,15 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         if est.config.tf_random_seed is not None:
             tf.compat.v1.set_random_seed(est.config.tf_random_seed)
         if topology.sharded:
-            built = _build_sharded(est, input_fn, topology)
+            loop = _ShardedEvalLoop(est, input_fn, topology)
+            global_step, initializer, spec = loop.global_step, loop.initializer, loop.spec
+            (loss_mean, _), metrics = loop.loss, loop.metrics
             session_config = topology.session_config(est.config.session_config)
         else:
             built = _build_single(est, input_fn, steps)
+            global_step, initializer, spec, (loss_mean, loss_update), metrics, _ = built
+            update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
             session_config = est.config.session_config
-        global_step, initializer, spec, (loss_mean, loss_update), metrics, real_rows = built
-        update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
@@ -178,13 +231,13 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]
         count = 0
-        fetches = [update] if real_rows is None else [update, real_rows]
         with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
-            while not sess.should_stop() and (steps is None or count < steps):
-                out = sess.run(fetches)
-                if real_rows is not None and out[1] == 0:
-                    break  # every shard is past the end of its input: the stopping signal
-                count += 1
+            if topology.sharded:
+                count = _run_sharded_eval_loops(sess, loop, steps, est.config.tpu_config.parsed_iterations_per_loop)
+            else:
+                while not sess.should_stop() and (steps is None or count < steps):
+                    sess.run(update)
+                    count += 1
         if steps is not None and count < steps:
             _log.info("Evaluation input ended after %d of %d steps.", count, steps)
         results = {k: _to_python_scalar(v) for k, v in final_hook.final_ops_values.items()}
@@ -193,6 +246,20 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
               ", ".join(f"{k} = {v:.6g}" for k, v in results.items() if isinstance(v, (float, np.floating))))
     events.publish(events.EvalFinished(events.bus.new_run_id(), int(results["global_step"]), name, dict(results)))
     return results
+
+
+def _run_sharded_eval_loops(sess, loop, steps, ipl):
+    """Runs eval loops until ``steps`` or the stopping signal; returns the steps with real rows."""
+    per_loop = int(ipl.value) if not ipl.is_time else 100
+    count = 0
+    while not sess.should_stop() and (steps is None or count < steps):
+        k = per_loop if steps is None else min(per_loop, steps - count)
+        ran, rows = sess.run(list(loop.loop), {loop.iterations: k})
+        sess.run_step_fn(lambda step_context: loop.queue.drain(step_context.session))
+        count += int(ran) - (1 if rows == 0 else 0)
+        if rows == 0:
+            break  # every shard is past the end of its input
+    return count
 
 
 def _to_python_scalar(value):
