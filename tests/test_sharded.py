@@ -309,3 +309,22 @@ def test_sharded_eval_with_steps_runs_exactly_those_batches(tmp_path):
     for steps in (2, 5):  # inside one loop of 4, and across two loops
         result = est.evaluate(input_fn, steps=steps)
         assert result["label_mean"] == pytest.approx(y[:16 * steps].mean(), rel=1e-6)
+
+
+def test_per_host_v1_splits_along_batch_axis(tmp_path):
+    seen = []
+
+    def input_fn(params):
+        x, y = make_data(256)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(params["batch_size"], drop_remainder=True)
+        return ds.map(lambda f, l: (tf.transpose(f), l))  # features are [FEATURES, batch]
+
+    def model_fn(features, labels, mode, params):
+        seen.append(features.shape.as_list())
+        return _linear_model_fn(tf.transpose(features), labels, mode, {})
+
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), cluster=tpu_nb.SimulatedTPU(8),
+                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=2))
+    est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16, batch_axis=(1, 0))
+    est.train(input_fn, steps=2)
+    assert seen == [[FEATURES, 2]] * 8

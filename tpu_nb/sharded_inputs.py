@@ -66,19 +66,24 @@ def _deployments(topology, plan: BatchPlan):
     return [(topology.host_device(0), 0, 1, r)]  # BROADCAST, SLICED
 
 
-def _check_static(dataset, batch, what):
-    for spec in tf.nest.flatten(dataset.element_spec):
-        shape = spec.shape
-        if shape.rank is None or shape.rank == 0:
-            raise ValueError(f"{what}: every feature and label needs a batch dimension (rank >= 1), got shape {shape}.")
-        if shape[0] is None:
-            raise ValueError(
-                f"{what}: sharded training needs static batch shapes, but the dataset's batch dimension is "
-                f"unknown ({shape}). Batch with drop_remainder=True: dataset.batch(params['batch_size'], "
-                "drop_remainder=True)."
-            )
-        if shape[0] != batch:
-            raise ValueError(f"{what}: the dataset yields batches of {shape[0]}, but params['batch_size'] is {batch}.")
+def _check_static(dataset, batch, what, batch_axis=None):
+    features_spec, labels_spec = split_features_labels(dataset.element_spec)
+    for position, structure in ((0, features_spec), (1, labels_spec)):
+        axis = _axis(batch_axis, position)
+        for spec in tf.nest.flatten(structure):
+            shape = spec.shape
+            if shape.rank is None or shape.rank <= axis:
+                raise ValueError(f"{what}: every feature and label needs a batch dimension (axis {axis}), "
+                                 f"got shape {shape}.")
+            if shape[axis] is None:
+                raise ValueError(
+                    f"{what}: sharded training needs static batch shapes, but the dataset's batch dimension is "
+                    f"unknown ({shape}). Batch with drop_remainder=True: dataset.batch(params['batch_size'], "
+                    "drop_remainder=True)."
+                )
+            if shape[axis] != batch:
+                raise ValueError(f"{what}: the dataset yields batches of {shape[axis]} (axis {axis} of {shape}), "
+                                 f"but params['batch_size'] is {batch}.")
 
 
 def _padding_value(spec, batch):
@@ -147,7 +152,7 @@ class ShardedInput:
             if pad:
                 returned = pad_with_stop_signal(returned, plan.input_fn_batch, what)
             else:
-                _check_static(returned, plan.input_fn_batch, what)
+                _check_static(returned, plan.input_fn_batch, what, batch_axis)
             with tf.device(device):
                 self.iterators.append(tf.compat.v1.data.make_initializable_iterator(returned))
 
@@ -190,9 +195,13 @@ class ShardedInput:
         return [(*split_features_labels(structure), mask) for structure, mask in out]
 
 
+def _axis(batch_axis, position):
+    """The batch axis of features (position 0) or labels (1): the original's (features, labels) pair."""
+    if batch_axis is None:
+        return 0
+    return batch_axis[position] if isinstance(batch_axis, (tuple, list)) else batch_axis
+
+
 def _split_batch_axis(structure, pieces, batch_axis, position):
-    """Splits along ``batch_axis`` (the original's (features_axis, labels_axis) pair; default dim 0)."""
-    axis = 0
-    if batch_axis is not None:
-        axis = batch_axis[position] if isinstance(batch_axis, (tuple, list)) else batch_axis
-    return _split(structure, pieces, axis=axis)
+    """Splits along ``batch_axis`` (default dim 0)."""
+    return _split(structure, pieces, axis=_axis(batch_axis, position))
