@@ -94,3 +94,21 @@ def test_many_series_that_do_not_fit_wait_for_the_next_delta():
         assert _wire.json_size(delta) <= 3000
         seen |= set(delta)
     assert len(seen) == 400
+
+
+def test_queued_host_call_values_are_converted_in_bulk_and_read_back_in_order():
+    h = RunHistory()
+    for step in range(1, 101):
+        values = {"lr": np.asarray([0.1], np.float32), "acc": np.asarray([step / 100], np.float32)}
+        if step > 90:  # a host_call whose shape changes mid-run still records what is scalar
+            values["acc"] = np.asarray([[step / 100]], np.float32)
+            values["vector"] = np.zeros(3)
+        h.queue_scalars(step, values)
+        if step % 10 == 0:
+            h.add_loop(step, float(step), 1.0 / step, None, None)
+    steps, acc = h.series("host/acc")
+    assert steps.tolist() == list(range(1, 101))
+    assert acc[-1] == pytest.approx(1.0) and acc[49] == pytest.approx(0.5)
+    assert "host/vector" not in h.names
+    h.queue_scalars(101, {"lr": np.asarray([0.2], np.float32)})
+    assert h.last("host/lr") == pytest.approx(0.2)  # reads see queued values without waiting for a loop

@@ -60,7 +60,7 @@ class RunHandle:
     @property
     def state(self) -> str:
         if self.phase == STOPPED:
-            return f"stopped at step {self.stopped_step}"
+            return "stopped before training began" if self.stopped_step is None else f"stopped at step {self.stopped_step}"
         if self.phase == FAILED:
             return f"failed: {_describe(self.error)}"
         return self.phase
@@ -195,8 +195,8 @@ class RunHandle:
             if not isinstance(event, events.EvalFinished):
                 return  # an evaluate() inside our run (e.g. from a hook) publishes with its own id
         if isinstance(event, events.HostCallValues):
-            self.store.add_scalars(event.global_step, event.values)
-            self._notify("data")
+            # Once per step: queue only. The LoopFinished that follows each drain notifies the view.
+            self.store.queue_scalars(event.global_step, event.values)
         elif isinstance(event, events.LoopFinished):
             self.store.add_loop(event.global_step, event.wall_time, event.loss, event.steps_per_sec,
                                 event.examples_per_sec)

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -36,6 +37,16 @@ class _Series:
         self.steps = np.empty(capacity, np.int64)
         self.values = np.empty(capacity, np.float64)
         self.n = 0
+
+    def extend(self, steps: np.ndarray, values: np.ndarray) -> None:
+        n, k = self.n, len(steps)
+        if n + k > len(self.steps):
+            grow = max(n, k)
+            self.steps = np.concatenate([self.steps, np.empty(grow, np.int64)])
+            self.values = np.concatenate([self.values, np.empty(grow, np.float64)])
+        self.steps[n:n + k] = steps
+        self.values[n:n + k] = values
+        self.n = n + k
 
     def append(self, step: int, value: float) -> None:
         n = self.n
@@ -79,6 +90,9 @@ class RunHistory:
         self._lock = threading.Lock()
         self._series: Dict[str, _Series] = {}
         self._order: List[str] = []  # first-seen order, so columns and charts are stable
+        # Host_call values arrive once per step: the training thread only queues them (a deque
+        # append is atomic and ~50 ns); they are converted in bulk at the next loop or read.
+        self._queued = collections.deque()
 
     # -- appends (training thread) ---------------------------------------------------------------
     def _get(self, name: str) -> _Series:
@@ -89,11 +103,47 @@ class RunHistory:
             self._order.append(name)
         return series
 
+    def queue_scalars(self, step: int, values: Mapping[str, object]) -> None:
+        """Like :meth:`add_scalars` with the host_call prefix, but O(1): converted on the next flush."""
+        self._queued.append((step, values))
+
+    def _flush(self) -> None:
+        """Moves queued host_call values into their series, one numpy operation per name (lock held)."""
+        queue = self._queued
+        count = len(queue)
+        if not count:
+            return
+        items = [queue.popleft() for _ in range(count)]
+        run_start = 0
+        for i in range(1, count + 1):  # runs of steps with the same names (a host_call's are fixed)
+            if i == count or items[i][1].keys() != items[run_start][1].keys():
+                self._flush_run(items[run_start:i])
+                run_start = i
+
+    def _flush_run(self, items) -> None:
+        steps = np.fromiter((s for s, _ in items), np.int64, len(items))
+        for name in items[0][1]:
+            column = [values[name] for _, values in items]
+            first = column[0]
+            if isinstance(first, (np.ndarray, np.generic)) and first.size == 1 and first.dtype.kind in "fiub":
+                try:
+                    flat = np.concatenate(column).ravel() if first.ndim else np.asarray(column, dtype=np.float64)
+                except (ValueError, TypeError):
+                    flat = None  # shapes changed between steps: convert one by one below
+                if flat is not None and flat.shape == (len(items),):
+                    self._get(HOST_PREFIX + name).extend(steps, flat.astype(np.float64))
+                    continue
+            for step, value in zip(steps.tolist(), column):  # mixed or non-numpy values: one by one
+                scalar = _as_scalar(value)
+                if scalar is not None:
+                    self._get(HOST_PREFIX + name).append(step, scalar)
+
     def add_loop(self, step: int, wall_time: float, loss: Optional[float], steps_per_sec: Optional[float],
                  examples_per_sec: Optional[float]) -> None:
         """Records one finished loop (what ``events.LoopFinished`` carries)."""
         nan = float("nan")
         with self._lock:
+            self._flush()
             self._get("wall_time").append(step, wall_time)
             self._get("loss").append(step, nan if loss is None else loss)
             self._get("steps_per_sec").append(step, nan if steps_per_sec is None else steps_per_sec)
@@ -115,6 +165,7 @@ class RunHistory:
     @property
     def names(self) -> List[str]:
         with self._lock:
+            self._flush()
             return list(self._order)
 
     def __len__(self) -> int:
@@ -125,11 +176,13 @@ class RunHistory:
     def lengths(self) -> Dict[str, int]:
         """Points per series (used by the dashboard to find what is new)."""
         with self._lock:
+            self._flush()
             return {name: self._series[name].n for name in self._order}
 
     def series(self, name: str, start: int = 0) -> Tuple[np.ndarray, np.ndarray]:
         """Copies of (steps, values) of series ``name`` from point ``start`` on (empty if unknown)."""
         with self._lock:
+            self._flush()
             series = self._series.get(name)
             if series is None:
                 return np.empty(0, np.int64), np.empty(0, np.float64)
@@ -139,6 +192,7 @@ class RunHistory:
     def last(self, name: str) -> Optional[float]:
         """The latest value of series ``name`` (None before the first point)."""
         with self._lock:
+            self._flush()
             series = self._series.get(name)
             if series is None or series.n == 0:
                 return None
@@ -148,6 +202,7 @@ class RunHistory:
     def nbytes(self) -> int:
         """Memory held by the arrays (capacity included)."""
         with self._lock:
+            self._flush()
             return sum(s.nbytes for s in self._series.values())
 
     def to_frame(self):
@@ -160,6 +215,7 @@ class RunHistory:
         import pandas as pd
 
         with self._lock:
+            self._flush()
             views = {name: self._series[name].view() for name in self._order}
             views = {name: (s.copy(), v.copy()) for name, (s, v) in views.items()}
         if not views:
