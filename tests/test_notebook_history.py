@@ -35,15 +35,15 @@ def test_host_call_scalar_named_loss_does_not_overwrite_the_training_loss():
     assert row["loss"] == 1.5 and row["host_loss"] == 7.0
 
 
-def test_a_million_steps_of_three_scalars_stay_compact():
+def test_long_runs_of_three_scalars_stay_compact():
     h = RunHistory()
     values = {"a": np.float32(1.0), "b": np.float32(2.0), "c": np.float32(3.0)}
-    for step in range(1_000_000):
+    for step in range(300_000):
         h.add_scalars(step, values)
     # 16 bytes per point (int64 step + float64 value), at most doubled by the growth policy.
-    assert h.nbytes <= 3 * 1_000_000 * 16 * 2
+    assert h.nbytes <= 3 * 300_000 * 16 * 2
     steps, vals = h.series("host/b")
-    assert len(steps) == 1_000_000 and steps[-1] == 999_999 and vals.mean() == 2.0
+    assert len(steps) == 300_000 and steps[-1] == 299_999 and vals.mean() == 2.0
 
 
 def test_downsample_keeps_extremes_first_and_last_within_the_cap():
