@@ -11,7 +11,7 @@ machine load drifts evenly over both arms. Two schedules are measured:
 * ``loops``: ``iterations_per_loop=10``, so the engine publishes a LoopFinished
   event every 10 steps (hundreds per second);
 * ``host_call``: ``iterations_per_loop=100`` and a ``host_call`` of three
-  scalars every step, so the dashboard receives a HostCallValues event per step.
+  scalars every step (published to subscribers once per loop as a HostCallBatch).
 
 The dashboard runs inside an IPython ``InteractiveShell`` (as in a notebook);
 its comm messages are serialized to JSON as a kernel would (there is no browser

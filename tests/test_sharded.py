@@ -138,7 +138,7 @@ def test_cross_replica_sum_in_user_code(tmp_path):
         return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss, train_op=spec.train_op, host_call=(lambda t: [], [total]))
 
     seen = []
-    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallValues) and seen.append(e)):
+    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallBatch) and seen.extend(e.records())):
         _estimator(tmp_path, model_fn).train(train_input_fn, steps=2)
     # Every shard sums its 2 rows over all 8 shards: 16, gathered from each of the 8 shards.
     assert [list(e.values["t"]) for e in seen] == [[16.0] * 8] * 2
@@ -151,7 +151,7 @@ def test_cross_replica_sum_in_user_code(tmp_path):
 def test_host_call_sees_the_global_batch_in_replica_order(tmp_path, hosts):
     x, y = make_data(256)
     seen = []
-    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallValues) and seen.append(e)):
+    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallBatch) and seen.extend(e.records())):
         _estimator(tmp_path, _linear_model_fn, hosts=hosts, params={"host_call": True}).train(train_input_fn, steps=5)
     assert [e.global_step for e in seen] == [1, 2, 3, 4, 5]
     per_host = 16 // hosts

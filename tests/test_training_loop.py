@@ -62,7 +62,7 @@ def test_host_call_values_are_published_per_step(tmp_path):
                                        host_call=(lambda gs, loss: [], [step, spec.loss]))
 
     values = []
-    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallValues) and values.append(e)):
+    with tpu_nb.events.subscribed(lambda e: isinstance(e, tpu_nb.events.HostCallBatch) and values.extend(e.records())):
         estimator(tmp_path, iterations_per_loop=4, fn=fn).train(train_input_fn, steps=10)
     assert [v.global_step for v in values] == list(range(1, 11))
     # A global-step read inside model_fn has no fixed order against the step's own update.

@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 _log = logging.getLogger("tpu_nb")
 
@@ -60,6 +60,23 @@ class HostCallValues:
     run_id: int
     global_step: int
     values: Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCallBatch:
+    """The host_call values of every step of one loop, published once per loop.
+
+    One event per loop (not per step) keeps subscribers off the per-step path:
+    at thousands of steps/s, per-step dispatch alone would cost more than the
+    dashboards' whole budget. ``records()`` gives the per-step view.
+    """
+
+    run_id: int
+    global_steps: Tuple[int, ...]
+    values: Tuple[Dict[str, Any], ...]
+
+    def records(self) -> List[HostCallValues]:
+        return [HostCallValues(self.run_id, s, v) for s, v in zip(self.global_steps, self.values)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -383,9 +383,10 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                         "optimizer.minimize() (or apply_gradients)."
                     )
                 if built.host_call is not None:
-                    for host_step, values in built.host_call.drain(session):
-                        if events.bus.active:
-                            events.publish(events.HostCallValues(run_id, host_step, values))
+                    drained = built.host_call.drain(session)
+                    if drained and events.bus.active:
+                        steps_, values_ = zip(*drained)
+                        events.publish(events.HostCallBatch(run_id, steps_, values_))
                     if built.flush_writers is not None:
                         session.run(built.flush_writers)  # TensorBoard sees host_call summaries every loop
                 state["step"] = step

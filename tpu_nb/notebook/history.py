@@ -107,6 +107,10 @@ class RunHistory:
         """Like :meth:`add_scalars` with the host_call prefix, but O(1): converted on the next flush."""
         self._queued.append((step, values))
 
+    def queue_many(self, steps, values) -> None:
+        """Queues one loop's host_call values (parallel sequences of steps and dicts) in O(1)."""
+        self._queued.extend(zip(steps, values))
+
     def _flush(self) -> None:
         """Moves queued host_call values into their series, one numpy operation per name (lock held)."""
         queue = self._queued
