@@ -149,3 +149,14 @@ def test_export_magic_writes_a_saved_model(ip, est, tmp_path):
     exported = ip.user_ns["exported"]
     assert exported.state == "done"
     assert os.path.exists(os.path.join(exported.result, "saved_model.pb"))
+
+
+def test_predict_output_is_the_dataframe_and_evaluate_dashboard(ip, est):
+    assert ip.run_cell("%tpu_train est train_fn --steps 20 --no-dashboard").success
+    assert ip.run_cell("%tpu_predict est predict_fn --vectors array -o df").success
+    frame = ip.user_ns["df"]
+    assert len(frame) == 100 and list(frame.columns) == ["class_ids", "logits"]
+    assert ip.run_cell("%tpu_evaluate est eval_fn --dashboard -o dash").success
+    dashboard = ip.user_ns["dash"]
+    assert list(dashboard.frame.step) == [0, 20]  # one row per checkpoint in model_dir
+    assert ip.run_cell("%tpu_connect --backend cpu").success

@@ -10,6 +10,7 @@ from .config import InputPipelineConfig, RunConfig, TPUConfig
 from .cross_shard import CrossShardOptimizer
 from .estimator import TPUEstimator
 from .export import ClassificationOutput, PredictOutput, RegressionOutput
+from .frames import batches_to_frame, iter_predict_frames, predict_frame
 from .model_calls import Keras3InModelFnError
 from .model_dir_lock import ModelDirBusyError
 from .modes import ModeKeys
@@ -24,6 +25,12 @@ from .warm_start import WarmStartSettings
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchSizeWidget",
+    "ConnectionWidget",
+    "EvalDashboard",
+    "batches_to_frame",
+    "iter_predict_frames",
+    "predict_frame",
     "CompatibilityReport",
     "TPUConnectionError",
     "TPUTopology",
@@ -50,6 +57,19 @@ __all__ = [
     "WorkerLostError",
     "events",
 ]
+
+
+# Notebook widgets need the `notebooks` extras (anywidget...): imported on first use only, so the
+# engine never imports notebook code.
+_NOTEBOOK_NAMES = {"ConnectionWidget", "BatchSizeWidget", "EvalDashboard"}
+
+
+def __getattr__(name):
+    if name in _NOTEBOOK_NAMES:
+        from . import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'tpu_nb' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):

@@ -10,9 +10,25 @@ The dashboard needs the ``notebooks`` extras (anywidget, ipywidgets, matplotlib,
 the history store and the handles need only numpy and pandas.
 """
 
+import importlib
+
 from .handles import RunHandle
 from .history import RunHistory
-from .runs import evaluate, export, latest_train_handle, predict, predictions_frame, train
+from .runs import evaluate, export, latest_train_handle, predict, train
 
-__all__ = ["RunHandle", "RunHistory", "evaluate", "export", "latest_train_handle", "predict",
-           "predictions_frame", "train"]
+# Widgets import anywidget: loaded on first use, so handles and history work without it.
+_WIDGETS = {
+    "Connection": ".connection_widget", "ConnectionWidget": ".connection_widget", "connect": ".connection_widget",
+    "BatchSizeWidget": ".batch_widget",
+    "EvalDashboard": ".eval_dashboard", "evaluate_dashboard": ".eval_dashboard", "list_checkpoints": ".eval_dashboard",
+}
+
+
+def __getattr__(name):
+    if name in _WIDGETS:
+        return getattr(importlib.import_module(_WIDGETS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["RunHandle", "RunHistory", "evaluate", "export", "latest_train_handle", "predict", "train",
+           *_WIDGETS]

@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import runs
+from . import magics_extra, runs
 
 _MISSING = object()
 
@@ -125,6 +125,7 @@ class TpuMagics(Magics):
         return self._deliver(handle, args.output)
 
     @magic_arguments()
+    @magics_extra.dashboard_arguments
     @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
     @argument("input_fn", help="name of the evaluation input_fn(params)")
     @argument("--steps", type=int, default=None, help="evaluate this many batches (default: the whole input)")
@@ -139,22 +140,30 @@ class TpuMagics(Magics):
         args = parse_argstring(self.tpu_evaluate, line)
         est = self._estimator(args.estimator)
         input_fn = self._function(args.input_fn, "an input_fn")
+        if args.dashboard:
+            return self._deliver(magics_extra.evaluate_dashboard_from_args(est, input_fn, args), args.output)
         return self._deliver(runs.evaluate(est, input_fn, steps=args.steps, checkpoint_path=args.checkpoint),
                              args.output)
 
     @magic_arguments()
+    @magics_extra.frame_arguments
     @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
     @argument("input_fn", help="name of the prediction input_fn(params)")
-    @argument("-o", "--output", metavar="VAR", help="store the run handle in VAR instead of returning it")
+    @argument("-o", "--output", metavar="VAR", help="store the predictions DataFrame in VAR")
     @line_magic
     def tpu_predict(self, line):
-        """Predict with ESTIMATOR on INPUT_FN; the handle's .result is a DataFrame, one row per example.
-        Python equivalent: tpu_nb.notebook.predict(est, input_fn).
+        """Predict with ESTIMATOR on INPUT_FN into a DataFrame, one row per real example, in order
+        (padding removed). Returns the run handle (.result is the DataFrame); ``-o df`` stores the
+        DataFrame itself. Python equivalent: tpu_nb.predict_frame(est, input_fn).
         """
         args = parse_argstring(self.tpu_predict, line)
         est = self._estimator(args.estimator)
         input_fn = self._function(args.input_fn, "an input_fn")
-        return self._deliver(runs.predict(est, input_fn), args.output)
+        handle = runs.predict(est, input_fn, frame=lambda: magics_extra.predict_frame_from_args(est, input_fn, args))
+        if args.output:
+            self.shell.user_ns[args.output] = handle.result
+            return None
+        return handle
 
     @magic_arguments()
     @argument("estimator", help="name of a tpu_nb.TPUEstimator in the notebook")
@@ -175,11 +184,13 @@ class TpuMagics(Magics):
 def load_ipython_extension(ipython):
     """Registers the magics (``%load_ext tpu_nb``)."""
     ipython.register_magics(TpuMagics)
+    ipython.register_magics(magics_extra.ExtraMagics)
 
 
 def unload_ipython_extension(ipython):
     """Removes the magics (``%unload_ext tpu_nb``)."""
     line_magics = ipython.magics_manager.magics["line"]
-    for name in ("tpu_train", "tpu_evaluate", "tpu_predict", "tpu_export"):
+    for name in ("tpu_train", "tpu_evaluate", "tpu_predict", "tpu_export", "tpu_connect"):
         line_magics.pop(name, None)
     ipython.magics_manager.registry.pop("TpuMagics", None)
+    ipython.magics_manager.registry.pop("ExtraMagics", None)

@@ -123,44 +123,25 @@ def evaluate(estimator, input_fn, steps: Optional[int] = None, checkpoint_path: 
     return handle
 
 
-def predictions_frame(batches):
-    """Concatenates ``predict(..., yield_single_examples=False)`` batches into a DataFrame, one row
-    per example: 1-D outputs become a column, (n, k) outputs become columns ``name_0 .. name_k-1``,
-    higher-rank outputs a column of arrays.
-    """
-    import pandas as pd
+def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[str] = None, hooks=None,
+            frame=None) -> RunHandle:
+    """Predicts; ``handle.result`` is a DataFrame with one row per example (``tpu_nb.predict_frame``).
 
-    collected = {}
-    for batch in batches:
-        if not isinstance(batch, dict):
-            batch = {"predictions": batch}
-        for key, value in batch.items():
-            collected.setdefault(key, []).append(np.asarray(value))
-    columns = {}
-    for key, parts in collected.items():
-        arr = np.concatenate(parts) if parts[0].ndim else np.asarray(parts)
-        if arr.ndim == 1:
-            columns[key] = arr
-        elif arr.ndim == 2:
-            for j in range(arr.shape[1]):
-                columns[f"{key}_{j}"] = arr[:, j]
-        else:
-            columns[key] = list(arr)
-    return pd.DataFrame(columns)
-
-
-def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[str] = None, hooks=None) -> RunHandle:
-    """Predicts; ``handle.result`` is a DataFrame with one row per example.
+    ``frame`` (a no-argument callable returning the DataFrame) replaces the default conversion.
 
     Example::
 
         predict(est, predict_input_fn).result.head()
     """
+    from ..frames import predict_frame
+
     _check_estimator(estimator)
     handle = RunHandle("predict", estimator)
-    return handle._run(lambda: predictions_frame(estimator.predict(
-        input_fn, predict_keys=predict_keys, hooks=hooks, checkpoint_path=checkpoint_path,
-        yield_single_examples=False)), background=False)
+    if frame is None:
+        def frame():
+            return predict_frame(estimator, input_fn, predict_keys=predict_keys, hooks=hooks,
+                                 checkpoint_path=checkpoint_path)
+    return handle._run(frame, background=False)
 
 
 def export(estimator, serving_input_receiver_fn, export_dir_base: str, checkpoint_path: Optional[str] = None) -> RunHandle:
