@@ -1,0 +1,371 @@
+// tpu_nb in JupyterLab (and Notebook 7): the kernel's backend and the active run's progress in the
+// status bar, a side panel listing the current kernel's runs with a Stop button per run, and
+// command-palette entries. All data comes from the kernel over the 'tpu_nb' comm that
+// `%load_ext tpu_nb` opens (tpu_nb/notebook/lab_bridge.py); there is no server endpoint.
+
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import {
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
+import { Kernel, KernelMessage } from '@jupyterlab/services';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+
+import { RunInfo, Status, TARGET } from './protocol';
+import { backendLabel, fmt, progressText, sparkline } from './format';
+
+const PLUGIN_ID = 'tpu-nb:plugin';
+const CMD_INSERT = 'tpu-nb:insert-train-cell';
+const CMD_STOP_ALL = 'tpu-nb:stop-all';
+
+export const TRAIN_TEMPLATE = [
+  '%load_ext tpu_nb',
+  '%tpu_train est train_input_fn --steps 1000 --background -o run'
+].join('\n');
+
+const tpuIcon = new LabIcon({
+  name: 'tpu-nb:runs',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
+    '<rect x="6" y="6" width="12" height="12" rx="1.5"/><rect x="9" y="1" width="1.6" height="4"/>' +
+    '<rect x="13.4" y="1" width="1.6" height="4"/><rect x="9" y="19" width="1.6" height="4"/>' +
+    '<rect x="13.4" y="19" width="1.6" height="4"/><rect x="1" y="9" width="4" height="1.6"/>' +
+    '<rect x="1" y="13.4" width="4" height="1.6"/><rect x="19" y="9" width="4" height="1.6"/>' +
+    '<rect x="19" y="13.4" width="4" height="1.6"/></g></svg>'
+});
+
+/** One kernel's tpu_nb comm and the latest status it sent. */
+class KernelLink {
+  constructor(kernel: Kernel.IKernelConnection, changed: () => void) {
+    this.kernel = kernel;
+    this._changed = changed;
+  }
+
+  readonly kernel: Kernel.IKernelConnection;
+  status: Status | null = null;
+
+  attach(comm: Kernel.IComm): void {
+    this._comm = comm;
+    comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => this._receive(msg.content.data);
+    comm.onClose = () => {
+      if (this._comm === comm) {
+        this._comm = null;
+        this.status = null;
+        this._changed();
+      }
+    };
+  }
+
+  /** The kernel restarted or died: its comm and runs are gone. */
+  reset(): void {
+    this._comm = null;
+    this.status = null;
+    this._changed();
+  }
+
+  get connected(): boolean {
+    return this._comm !== null && !this._comm.isDisposed;
+  }
+
+  send(data: Record<string, any>): void {
+    if (this.connected) {
+      this._comm!.send({ ...data, nonce: `${Date.now()}-${Math.random()}` } as any);
+    }
+  }
+
+  stop(runId: number): void {
+    this.send({ type: 'stop', run_id: runId });
+  }
+
+  stopAll(): void {
+    this.send({ type: 'stop_all' });
+  }
+
+  private _receive(data: any): void {
+    if (data && data.type === 'status') {
+      this.status = data as Status;
+      this._changed();
+    }
+  }
+
+  private _comm: Kernel.IComm | null = null;
+  private _changed: () => void;
+}
+
+/** Every kernel the front end talks to, and which one belongs to the current notebook. */
+class Registry {
+  readonly changed = new Signal<this, void>(this);
+
+  link(kernel: Kernel.IKernelConnection): KernelLink {
+    let link = this._links.get(kernel.id);
+    if (link && link.kernel === kernel) {
+      return link;
+    }
+    link = new KernelLink(kernel, () => this.changed.emit());
+    this._links.set(kernel.id, link);
+    const created = link;
+    // The kernel opens the comm when `%load_ext tpu_nb` runs...
+    kernel.registerCommTarget(TARGET, (comm: Kernel.IComm) => {
+      created.attach(comm);
+      created.send({ type: 'hello' });
+    });
+    // ...or opened it before this page loaded (reload, second tab): adopt the open comm by id.
+    void this._adopt(kernel, created);
+    kernel.statusChanged.connect((_, status) => {
+      if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+        created.reset();
+      }
+    });
+    kernel.disposed.connect(() => {
+      if (this._links.get(kernel.id) === created) {
+        this._links.delete(kernel.id);
+        this.changed.emit();
+      }
+    });
+    return link;
+  }
+
+  private async _adopt(kernel: Kernel.IKernelConnection, link: KernelLink): Promise<void> {
+    try {
+      const reply = await kernel.requestCommInfo({ target_name: TARGET });
+      const comms = (reply.content as any).comms || {};
+      for (const id of Object.keys(comms)) {
+        if (!link.connected && !kernel.hasComm(id)) {
+          link.attach(kernel.createComm(TARGET, id));
+          link.send({ type: 'hello' });
+        }
+      }
+    } catch {
+      // A kernel without comm_info (or a dead one): nothing to adopt.
+    }
+  }
+
+  get current(): KernelLink | null {
+    const kernel = this._current?.sessionContext.session?.kernel;
+    if (!kernel) {
+      return null;
+    }
+    return this.link(kernel);
+  }
+
+  setCurrent(panel: NotebookPanel | null): void {
+    if (panel && !this._watched.has(panel)) {
+      this._watched.add(panel);
+      const sync = () => {
+        const kernel = panel.sessionContext.session?.kernel;
+        if (kernel) {
+          this.link(kernel);
+        }
+        this.changed.emit();
+      };
+      panel.sessionContext.kernelChanged.connect(sync);
+      void panel.sessionContext.ready.then(sync);
+      panel.disposed.connect(() => this._watched.delete(panel));
+    }
+    this._current = panel;
+    this.changed.emit();
+  }
+
+  get all(): KernelLink[] {
+    return [...this._links.values()];
+  }
+
+  private _links = new Map<string, KernelLink>();
+  private _watched = new Set<NotebookPanel>();
+  private _current: NotebookPanel | null = null;
+}
+
+/** The status-bar item: "tpu_nb · simulated TPU 8×1 · train 1,200/5,000 · 3,456 ex/s". */
+class StatusItem extends Widget {
+  constructor(registry: Registry) {
+    super();
+    this.addClass('tpunb-status');
+    this.node.title = 'tpu_nb: the kernel backend and the active run';
+    this._registry = registry;
+    registry.changed.connect(() => this.render());
+    this.render();
+  }
+
+  render(): void {
+    const status = this._registry.current?.status ?? null;
+    if (!status) {
+      this.node.textContent = '';
+      this.node.dataset.state = 'none';
+      return;
+    }
+    const parts = ['tpu_nb', backendLabel(status.backend)];
+    const run = status.runs.find(r => r.id === status.active) ?? null;
+    if (run) {
+      parts.push(progressText(run));
+      if (run.examples_per_sec) {
+        parts.push(`${fmt(run.examples_per_sec, 3)} ex/s`);
+      }
+    }
+    this.node.textContent = parts.join(' · ');
+    this.node.dataset.state = run ? run.phase : 'idle';
+  }
+
+  private _registry: Registry;
+}
+
+/** The side panel: the current kernel's runs with name, state, step, last loss, sparkline, Stop. */
+class RunsPanel extends Widget {
+  constructor(registry: Registry) {
+    super();
+    this.id = 'tpu-nb-runs';
+    this.addClass('tpunb-panel');
+    this.title.icon = tpuIcon;
+    this.title.caption = 'tpu_nb runs';
+    this._registry = registry;
+    registry.changed.connect(() => this.render());
+    this.render();
+  }
+
+  render(): void {
+    const link = this._registry.current;
+    const status = link?.status ?? null;
+    const node = this.node;
+    node.textContent = '';
+    const head = document.createElement('div');
+    head.className = 'tpunb-panel-head';
+    head.textContent = 'tpu_nb runs';
+    node.appendChild(head);
+    if (!link || !status) {
+      const empty = document.createElement('p');
+      empty.className = 'tpunb-panel-empty';
+      empty.textContent = 'Run %load_ext tpu_nb in the current notebook to list its runs here.';
+      node.appendChild(empty);
+      return;
+    }
+    const backend = document.createElement('div');
+    backend.className = 'tpunb-panel-backend';
+    backend.textContent = `kernel backend: ${backendLabel(status.backend)}`;
+    node.appendChild(backend);
+    if (status.runs.length === 0) {
+      const empty = document.createElement('p');
+      empty.className = 'tpunb-panel-empty';
+      empty.textContent = 'No runs in this kernel yet.';
+      node.appendChild(empty);
+      return;
+    }
+    const table = document.createElement('table');
+    table.className = 'tpunb-runs';
+    table.innerHTML =
+      '<thead><tr><th>run</th><th>state</th><th>step</th><th>loss</th><th></th><th></th></tr></thead>';
+    const body = document.createElement('tbody');
+    for (const run of [...status.runs].reverse()) {
+      body.appendChild(this._row(link, run));
+    }
+    table.appendChild(body);
+    node.appendChild(table);
+  }
+
+  private _row(link: KernelLink, run: RunInfo): HTMLElement {
+    const row = document.createElement('tr');
+    row.className = 'tpunb-run';
+    row.dataset.runId = String(run.id);
+    row.dataset.phase = run.phase;
+    const cell = (text: string, cls: string) => {
+      const td = document.createElement('td');
+      td.className = cls;
+      td.textContent = text;
+      row.appendChild(td);
+      return td;
+    };
+    cell(run.name, 'tpunb-run-name').title = run.model_dir ?? '';
+    cell(run.state, 'tpunb-run-state');
+    cell(run.target !== null ? `${run.step ?? 0}/${run.target}` : `${run.step ?? '—'}`, 'tpunb-run-step');
+    cell(fmt(run.loss), 'tpunb-run-loss');
+    const spark = cell('', 'tpunb-run-spark');
+    spark.appendChild(sparkline(run.spark, 80, 18));
+    const actions = cell('', 'tpunb-run-actions');
+    const button = document.createElement('button');
+    button.className = 'jp-Button tpunb-stop';
+    button.textContent = 'Stop';
+    const live = run.phase === 'running' || run.phase === 'starting';
+    button.disabled = !live || run.mode !== 'train';
+    button.onclick = () => {
+      button.disabled = true;
+      link.stop(run.id);
+    };
+    actions.appendChild(button);
+    return row;
+  }
+
+  private _registry: Registry;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'tpu_nb runs: status bar, side panel with Stop, palette commands',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [IStatusBar, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    statusBar: IStatusBar | null,
+    palette: ICommandPalette | null
+  ) => {
+    const registry = new Registry();
+    tracker.widgetAdded.connect((_, panel) => registry.setCurrent(tracker.currentWidget ?? panel));
+    tracker.currentChanged.connect((_, panel) => registry.setCurrent(panel));
+    registry.setCurrent(tracker.currentWidget);
+
+    const panel = new RunsPanel(registry);
+    try {
+      app.shell.add(panel, 'left', { rank: 900 });
+    } catch (error) {
+      console.warn('tpu_nb: no left area for the runs panel', error);
+    }
+
+    if (statusBar) {
+      const item = new StatusItem(registry);
+      statusBar.registerStatusItem('tpu-nb:status', {
+        item,
+        align: 'left',
+        rank: 10,
+        isActive: () => registry.current?.status != null,
+        activeStateChanged: registry.changed
+      });
+    }
+
+    app.commands.addCommand(CMD_INSERT, {
+      label: 'tpu_nb: Insert a %tpu_train cell',
+      isEnabled: () => tracker.currentWidget !== null,
+      execute: () => {
+        const current = tracker.currentWidget;
+        if (!current) {
+          return;
+        }
+        NotebookActions.insertBelow(current.content);
+        const cell = current.content.activeCell;
+        if (cell) {
+          cell.model.sharedModel.setSource(TRAIN_TEMPLATE);
+        }
+      }
+    });
+    app.commands.addCommand(CMD_STOP_ALL, {
+      label: 'tpu_nb: Stop all runs',
+      execute: () => {
+        for (const link of registry.all) {
+          link.stopAll();
+        }
+      }
+    });
+    if (palette) {
+      palette.addItem({ command: CMD_INSERT, category: 'tpu_nb' });
+      palette.addItem({ command: CMD_STOP_ALL, category: 'tpu_nb' });
+    }
+  }
+};
+
+export default plugin;

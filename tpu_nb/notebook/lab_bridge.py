@@ -1,0 +1,338 @@
+"""The kernel side of the JupyterLab extension: run status over the ``tpu_nb`` comm, and Stop.
+
+``%load_ext tpu_nb`` calls :func:`start`, which opens one comm (target ``tpu_nb``) from the
+kernel to the front end and subscribes to :mod:`tpu_nb.events`. The front end (status bar,
+runs panel) gets the whole, small state of the kernel's runs in each message, at most
+``per_second`` messages per second whatever the event rate; the last change always arrives
+(a timer sends it when the throttle held it back). Outside a kernel (a script, a terminal
+IPython) the comm is a no-op.
+
+Messages, kernel -> front end::
+
+    {"type": "status", "backend": "simulated TPU 8x1 (...)", "active": 3,
+     "runs": [{"id": 3, "name": "train · model_a", "mode": "train", "phase": "running",
+               "state": "running", "step": 1200, "start": 0, "target": 5000, "loss": 0.31,
+               "examples_per_sec": 9100.0, "steps_per_sec": 142.0, "backend": "...",
+               "model_dir": "/tmp/model_a", "spark": [2.3, 1.1, 0.6, ...]}, ...]}
+
+front end -> kernel: ``{"type": "hello"}`` (send the status now), ``{"type": "stop", "run_id": 3}``,
+``{"type": "stop_all"}``; each may carry a ``nonce`` so it is acted on once.
+
+Stop must reach a foreground run that keeps the kernel busy: as in :mod:`._fast_stop`, the
+request is noticed in ipykernel's shell-channel thread (``_reply_subshell_for``) and the run's
+``estimator.request_stop()`` (thread-safe) is called there; the ordinary handler sees the same
+message later and ignores it by its nonce.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, Optional
+
+from .. import events
+from .throttle import Throttle
+
+_log = logging.getLogger("tpu_nb")
+
+TARGET = "tpu_nb"
+#: Runs kept in the list (the oldest finished ones are dropped first).
+MAX_RUNS = 20
+#: Loss values per run for the panel's sparkline (downsampled by halving when full).
+SPARK_POINTS = 60
+
+
+# Events that change nothing the front end shows.
+_QUIET = tuple(getattr(events, name) for name in ("HostCallValues", "HostCallBatch", "CheckpointSaved", "EvalFinished")
+               if hasattr(events, name))
+
+
+class _Run:
+    """What the front end shows for one run, and how to stop it."""
+
+    __slots__ = ("id", "mode", "model_dir", "backend", "phase", "state", "step", "start", "target", "loss",
+                 "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper")
+
+    def __init__(self, started: events.RunStarted, stopper):
+        self.id = started.run_id
+        self.mode = started.mode
+        self.model_dir = started.model_dir
+        self.backend = started.backend
+        self.phase, self.state = "running", "running"
+        self.step = self.start = started.start_step
+        self.target = started.target_step
+        self.loss = self.examples_per_sec = self.steps_per_sec = None
+        self.spark = []
+        self._every, self._seen = 1, 0  # keep every _every-th loss; halve when the list is full
+        self.stopper = stopper
+
+    def add_loss(self, loss: float) -> None:
+        self._seen += 1
+        if (self._seen - 1) % self._every:
+            return
+        self.spark.append(loss)
+        if len(self.spark) > SPARK_POINTS:
+            self.spark = self.spark[::2]
+            self._every *= 2
+
+    @property
+    def live(self) -> bool:
+        return self.phase in ("running", "stopping")
+
+    def as_dict(self) -> Dict[str, Any]:
+        name = f"{self.mode} · {os.path.basename(self.model_dir.rstrip(os.sep)) or self.model_dir}"
+        return {"id": self.id, "name": name, "mode": self.mode, "phase": self.phase, "state": self.state,
+                "step": self.step, "start": self.start, "target": self.target, "loss": self.loss,
+                "examples_per_sec": self.examples_per_sec, "steps_per_sec": self.steps_per_sec,
+                "backend": self.backend, "model_dir": self.model_dir, "spark": list(self.spark)}
+
+
+def _finite(value) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
+
+
+def _find_stopper(started: events.RunStarted):
+    """The way to stop the run that just published ``started`` (called in that run's thread).
+
+    A notebook run's handle is preferred (its state shows 'stopping' at once); otherwise the
+    TPUEstimator whose ``train()`` is on this thread's stack. Held weakly.
+    """
+    if started.mode != "train":
+        return None
+    from ..estimator import TPUEstimator
+    from . import runs
+
+    handle = runs._latest_train.get(os.path.abspath(started.model_dir))
+    if handle is not None and handle._ident == threading.get_ident():
+        return weakref.ref(handle)
+    frame = sys._getframe(1)
+    while frame is not None:
+        for value in (frame.f_locals.get("self"), frame.f_locals.get("est")):
+            if isinstance(value, TPUEstimator):
+                return weakref.ref(value)
+        frame = frame.f_back
+    return None
+
+
+def default_backend() -> str:
+    """The backend before any run said: ``TPU_NB_SIMULATE`` (cores x hosts) or one device."""
+    simulate = os.environ.get("TPU_NB_SIMULATE", "").strip()
+    if simulate:
+        cores, _, hosts = simulate.partition("x")
+        return f"simulated TPU {cores}x{hosts or 1}"
+    return "CPU"
+
+
+class LabBridge:
+    """Sends the kernel's run status to the front end over one comm; handles Stop.
+
+    ``comm_factory(on_msg)`` returns an object with ``send(dict)`` (tests pass a fake).
+    """
+
+    def __init__(self, comm_factory: Optional[Callable] = None, per_second: float = 4.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._lock = threading.RLock()
+        self._runs: "collections.OrderedDict[int, _Run]" = collections.OrderedDict()
+        self._backend = default_backend()
+        self._active: Optional[int] = None
+        self._throttle = Throttle(per_second, clock)
+        self._timer: Optional[threading.Timer] = None
+        self._handled = collections.deque(maxlen=256)  # nonces already acted on
+        self.messages_sent = 0
+        self.comm = (comm_factory or _open_comm)(self._on_message)
+        self._unsubscribe = events.subscribe(self._on_event)
+        self.send_now()
+
+    def close(self) -> None:
+        self._unsubscribe()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        close = getattr(self.comm, "close", None)
+        if callable(close):
+            close()
+
+    # -- state -------------------------------------------------------------------------------------
+    def status(self) -> Dict[str, Any]:
+        with self._lock:
+            return {"type": "status", "backend": self._backend, "active": self._active,
+                    "runs": [run.as_dict() for run in self._runs.values()]}
+
+    def _on_event(self, event) -> None:
+        with self._lock:
+            if isinstance(event, events.RunStarted):
+                run = _Run(event, _find_stopper(event))
+                self._runs[run.id] = run
+                self._backend = event.backend
+                self._active = run.id
+                self._trim()
+            else:
+                run = self._runs.get(getattr(event, "run_id", None))
+                if run is None or isinstance(event, _QUIET):
+                    return  # host_call values and checkpoints change nothing the front end shows
+                if isinstance(event, events.LoopFinished):
+                    run.step = event.global_step
+                    run.examples_per_sec = _finite(event.examples_per_sec)
+                    run.steps_per_sec = _finite(event.steps_per_sec)
+                    loss = _finite(event.loss)
+                    if loss is not None:
+                        run.loss = loss
+                        run.add_loss(loss)
+                elif isinstance(event, events.RunStopped):
+                    run.phase, run.step = "stopped", event.global_step
+                    run.state = f"stopped at step {event.global_step}"
+                elif isinstance(event, events.RunFailed):
+                    run.phase = "failed"
+                    text = str(event.error).strip().splitlines()
+                    run.state = f"failed: {type(event.error).__name__}" + (f": {text[0]}" if text else "")
+                elif isinstance(event, events.RunFinished):
+                    if event.global_step is not None:
+                        run.step = event.global_step
+                    if run.phase in ("running", "stopping"):
+                        run.phase = run.state = "done"
+        self._schedule()
+
+    def _trim(self) -> None:
+        while len(self._runs) > MAX_RUNS:
+            finished = next((rid for rid, r in self._runs.items() if not r.live), None)
+            self._runs.pop(finished if finished is not None else next(iter(self._runs)))
+
+    # -- sending (throttled; the last change always goes out) ----------------------------------------
+    def _schedule(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                return  # a send is already due; it will carry this change
+            if self._throttle.due():
+                self._send()
+                return
+            self._timer = threading.Timer(self._throttle.interval, self._timer_fired)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timer_fired(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._throttle.reset()
+            self._throttle.due()
+            self._send()
+
+    def send_now(self) -> None:
+        """Sends the status at once (a front end said hello); counts against the rate."""
+        with self._lock:
+            self._throttle.due()
+            self._send()
+
+    def _send(self) -> None:
+        try:
+            self.comm.send(self.status())
+            self.messages_sent += 1
+        except Exception:  # a closed front end must not break a run
+            _log.debug("tpu_nb lab bridge: send failed", exc_info=True)
+
+    # -- front end -> kernel -------------------------------------------------------------------------
+    def handle(self, content) -> None:
+        """Acts on one front-end message (once per nonce); safe from any thread."""
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        nonce = content.get("nonce")
+        with self._lock:
+            if nonce is not None:
+                if nonce in self._handled:
+                    return
+                self._handled.append(nonce)
+        if kind == "hello":
+            self.send_now()
+        elif kind == "stop":
+            self.stop(content.get("run_id"))
+        elif kind == "stop_all":
+            self.stop_all()
+
+    def stop(self, run_id, reason: str = "Stop in the tpu_nb panel") -> bool:
+        """Asks run ``run_id`` to stop at its next loop boundary; False if it is not running."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            stopper = run.stopper() if run is not None and run.stopper is not None else None
+            if run is None or stopper is None or run.phase != "running":
+                return False
+            run.phase = run.state = "stopping"
+        if hasattr(stopper, "request_stop"):
+            stopper.request_stop(reason)
+        else:
+            stopper.stop(reason)
+        self._schedule()
+        return True
+
+    def stop_all(self) -> int:
+        with self._lock:
+            ids = [rid for rid, run in self._runs.items() if run.phase == "running"]
+        return sum(self.stop(rid, "Stop all runs (tpu_nb)") for rid in ids)
+
+    def _on_message(self, content) -> None:
+        self.handle(content)
+
+
+def _open_comm(on_message: Callable[[Any], None]):
+    """Opens the ``tpu_nb`` comm to the front end; Stop also works while the kernel is busy."""
+    from comm import create_comm
+
+    comm = create_comm(target_name=TARGET, data={"type": "open"})
+    comm.on_msg(lambda msg: on_message(msg.get("content", {}).get("data")))
+    original = getattr(comm, "_reply_subshell_for", None)
+    if callable(original):  # ipykernel >= 7: see _fast_stop and the module docstring
+        def route(data, default):
+            try:
+                if isinstance(data, dict) and data.get("type") in ("stop", "stop_all", "hello"):
+                    on_message(data)
+            except Exception:
+                _log.debug("tpu_nb lab bridge: fast path failed", exc_info=True)
+            return original(data, default)
+
+        comm._reply_subshell_for = route
+    return comm
+
+
+_bridge: Optional[LabBridge] = None
+_bridge_lock = threading.Lock()
+
+
+def start(ipython=None) -> Optional[LabBridge]:
+    """Starts the bridge once per kernel (``%load_ext tpu_nb`` calls this); returns it.
+
+    Returns None, and does nothing, outside a Jupyter kernel.
+    """
+    global _bridge
+    if ipython is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return None
+        ipython = get_ipython()
+    if ipython is None or getattr(ipython, "kernel", None) is None:
+        return None
+    with _bridge_lock:
+        if _bridge is None:
+            try:
+                _bridge = LabBridge()
+            except Exception:  # no comm support: the notebook still works, without the lab panel
+                _log.debug("tpu_nb lab bridge not started", exc_info=True)
+                return None
+        return _bridge
+
+
+def stop() -> None:
+    """Closes the bridge (``%unload_ext tpu_nb``)."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is not None:
+            _bridge.close()
+            _bridge = None
