@@ -1,0 +1,151 @@
+"""Real-browser tests: JupyterLab and Notebook 7 in headless Chromium, driven by Playwright.
+
+JupyterLab: run all cells of a notebook whose foreground ``%tpu_train`` keeps the kernel busy;
+the live chart draws points, the status bar shows the run, the tpu_nb side panel lists it,
+and the panel's Stop stops it (at a loop boundary, with a checkpoint). Notebook 7: the live
+chart draws points and its own Stop button stops a background run. Screenshots go to
+artifacts/. Skipped, with the reason, without /usr/bin/chromium or playwright.
+"""
+
+import pytest
+
+from browser_support import CHART_INK, KERNEL_READY, chromium_page, jupyter_server, require_browser, \
+    screenshot, screenshot_on_failure, write_notebook
+
+
+LONG_RUN = 200_000  # steps: far more than a test waits for; only Stop ends it
+
+
+def _open_and_run_all(page, url):
+    page.goto(url)
+    page.wait_for_function(KERNEL_READY, timeout=120_000)
+    # Not awaited: the command's promise resolves only when every cell has run.
+    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+
+def _wait_for_chart(page):
+    page.wait_for_selector(".tpunb-chart canvas", timeout=120_000)
+    page.wait_for_function(f"() => ({CHART_INK})() > 20", timeout=60_000)
+
+
+@pytest.mark.slow
+def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
+    require_browser()
+    write_notebook(tmp_path / "dash.ipynb", f"%tpu_train est train_input_fn --steps {LONG_RUN} -o run")
+    with jupyter_server("lab", tmp_path, tmp_path / "lab.log") as (base, token), chromium_page() as page, \
+            screenshot_on_failure(page, "jupyterlab_failure.png"):
+        _open_and_run_all(page, f"{base}/lab/tree/dash.ipynb?reset&token={token}")
+
+        # The extension is loaded and registered its palette commands.
+        assert page.evaluate("() => window.jupyterapp.commands.hasCommand('tpu-nb:insert-train-cell')")
+        assert page.evaluate("() => window.jupyterapp.commands.hasCommand('tpu-nb:stop-all')")
+
+        _wait_for_chart(page)  # the anywidget dashboard in the cell drew the loss
+
+        status = page.locator(".tpunb-status")
+        page.wait_for_function(
+            "() => /tpu_nb · CPU · train [0-9,]+\\/200,000/.test("
+            "(document.querySelector('.tpunb-status') || {}).textContent || '')", timeout=60_000)
+        assert "ex/s" in status.text_content()
+
+        page.evaluate("() => window.jupyterapp.shell.activateById('tpu-nb-runs')")
+        row = page.locator("#tpu-nb-runs .tpunb-run[data-phase='running']")
+        row.wait_for(timeout=30_000)
+        assert row.locator(".tpunb-run-name").text_content().startswith("train · browser_")
+        page.wait_for_function(  # the sparkline has a line once a few losses arrived
+            "() => !!document.querySelector('#tpu-nb-runs .tpunb-run polyline')", timeout=30_000)
+        page.locator(".tpunb-chart").first.scroll_into_view_if_needed()
+        screenshot(page, "jupyterlab_running.png")
+
+        row.locator("button.tpunb-stop").click()
+        stopped = page.locator("#tpu-nb-runs .tpunb-run[data-phase='stopped']")
+        stopped.wait_for(timeout=30_000)
+        state = stopped.locator(".tpunb-run-state").text_content()
+        assert state.startswith("stopped at step ")
+        step = int(state.rsplit(" ", 1)[1])
+        assert 0 < step < LONG_RUN
+        page.wait_for_function("() => /stopped at step/.test(document.querySelector('.tpunb-status').textContent)")
+        # The foreground cell ended with the one-line interrupt message and the dashboard says stopped.
+        page.wait_for_selector(".tpunb-badge[data-phase='stopped']", timeout=30_000)
+        page.wait_for_selector("text=training stopped at step", timeout=30_000)
+        screenshot(page, "jupyterlab_stopped.png")
+
+
+@pytest.mark.slow
+def test_notebook7_live_chart_and_stop(tmp_path):
+    require_browser()
+    write_notebook(tmp_path / "dash.ipynb", f"%tpu_train est train_input_fn --steps {LONG_RUN} --background -o run")
+    with jupyter_server("notebook", tmp_path, tmp_path / "notebook.log") as (base, token), chromium_page() as page, \
+            screenshot_on_failure(page, "notebook7_failure.png"):
+        _open_and_run_all(page, f"{base}/notebooks/dash.ipynb?token={token}")
+        _wait_for_chart(page)
+        page.wait_for_selector(".tpunb-badge[data-phase='running']", timeout=30_000)
+        page.locator(".tpunb-chart").first.scroll_into_view_if_needed()
+        screenshot(page, "notebook7_running.png")
+        page.locator(".tpunb-controls button", has_text="Stop").first.click()
+        page.wait_for_selector(".tpunb-badge[data-phase='stopped']", timeout=60_000)
+        screenshot(page, "notebook7_stopped.png")
+
+
+class _FakeComm:
+    def __init__(self, on_message):
+        self.on_message, self.sent = on_message, []
+
+    def send(self, data):
+        self.sent.append(data)
+
+
+def _fake_estimator():
+    from tpu_nb import TPUEstimator
+
+    class FakeEstimator(TPUEstimator):
+        def __init__(self):  # no model: only request_stop matters here
+            self.stops = []
+
+        def request_stop(self, reason):
+            self.stops.append(reason)
+            return True
+
+    return FakeEstimator()
+
+
+def test_lab_bridge_throttles_and_stops_without_a_browser():
+    """The kernel side alone: a burst of loop events gives a few messages, the last state always
+    arrives, and a 'stop' message calls the run's estimator.request_stop() once per nonce."""
+    import time
+
+    from tpu_nb import events
+    from tpu_nb.notebook import lab_bridge
+
+    estimator = _fake_estimator()
+
+    def train(est):  # the bridge finds the estimator on the publishing thread's stack
+        run_id = events.bus.new_run_id()
+        events.publish(events.RunStarted(run_id, "train", "simulated TPU 8x1 (8 shards on CPU, 1 host)", 8, 1,
+                                         128, 16, "/tmp/model_a", 0, 5000, 10))
+        for step in range(10, 2010, 10):
+            events.publish(events.LoopFinished(run_id, step, 10, time.time(), 0.01, 1.0 / step, 9000.0, 70.0))
+        return run_id
+
+    bridge = lab_bridge.LabBridge(comm_factory=_FakeComm, per_second=4.0)
+    try:
+        started = time.monotonic()
+        run_id = train(estimator)
+        burst = time.monotonic() - started
+        time.sleep(0.6)  # the trailing send
+        sent = bridge.comm.sent
+        assert len(sent) <= 2 + 4 * (burst + 0.6) + 1, len(sent)
+        last = sent[-1]["runs"][-1]
+        assert sent[-1]["backend"].startswith("simulated TPU 8x1") and sent[-1]["active"] == run_id
+        assert (last["step"], last["target"], last["phase"]) == (2000, 5000, "running")
+        assert 0 < len(last["spark"]) <= lab_bridge.SPARK_POINTS and last["loss"] == 1.0 / 2000
+
+        bridge.handle({"type": "stop", "run_id": run_id, "nonce": "a"})
+        bridge.handle({"type": "stop", "run_id": run_id, "nonce": "a"})  # the same message, seen twice
+        assert estimator.stops == ["Stop in the tpu_nb panel"]
+        events.publish(events.RunStopped(run_id, 2010, "Stop in the tpu_nb panel"))
+        time.sleep(0.6)
+        assert bridge.comm.sent[-1]["runs"][-1]["state"] == "stopped at step 2010"
+        assert bridge.stop_all() == 0  # nothing left running
+    finally:
+        bridge.close()
