@@ -185,6 +185,9 @@ def load_ipython_extension(ipython):
     """Registers the magics (``%load_ext tpu_nb``)."""
     ipython.register_magics(TpuMagics)
     ipython.register_magics(magics_extra.ExtraMagics)
+    from . import lab_bridge
+
+    lab_bridge.start(ipython)  # status bar / runs panel of the JupyterLab extension (no-op outside a kernel)
 
 
 def unload_ipython_extension(ipython):
@@ -194,3 +197,6 @@ def unload_ipython_extension(ipython):
         line_magics.pop(name, None)
     ipython.magics_manager.registry.pop("TpuMagics", None)
     ipython.magics_manager.registry.pop("ExtraMagics", None)
+    from . import lab_bridge
+
+    lab_bridge.stop()
