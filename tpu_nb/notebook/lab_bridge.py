@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import sys
 import threading
@@ -93,10 +94,7 @@ class _Run:
 
 
 def _finite(value) -> Optional[float]:
-    if value is None:
-        return None
-    value = float(value)
-    return value if value == value and value not in (float("inf"), float("-inf")) else None
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _find_stopper(started: events.RunStarted):
