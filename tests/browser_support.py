@@ -116,7 +116,7 @@ def screenshot(page, name: str) -> pathlib.Path:
 
 
 # The notebook the browser runs: digits from scikit-learn (bundled, no download), a small MLP,
-# and one long training run that the test stops.
+# and one long training run that the test stops. `%load_ext tpu_nb` opens the extension's comm.
 SETUP = '''\
 import os, tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -126,9 +126,7 @@ import tf_keras
 from sklearn.datasets import load_digits
 import tpu_nb
 from tpu_nb import ModeKeys, RunConfig, TPUConfig, TPUEstimator, TPUEstimatorSpec
-from tpu_nb.notebook import lab_bridge
 %load_ext tpu_nb
-lab_bridge.start()  # %load_ext tpu_nb starts it too once wired; a second call is a no-op
 
 digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)
