@@ -78,7 +78,7 @@ def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path):
             assert time.monotonic() < deadline, "no dashboard updates arrived"
             msg = client.get_iopub_msg(timeout=60)
             content = msg["content"]
-            if msg["msg_type"] == "comm_open" and "Dashboard" in str(content["data"]["state"].get("_anywidget_id")):
+            if msg["msg_type"] == "comm_open" and "Dashboard" in str(content["data"].get("state", {}).get("_anywidget_id")):
                 comm_id = content["comm_id"]
             elif msg["msg_type"] == "comm_msg" and content["comm_id"] == comm_id:
                 custom = content["data"].get("content") or {}
