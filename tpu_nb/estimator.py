@@ -105,11 +105,6 @@ class TPUEstimator:
     export_to_cpu = property(lambda self: self._export_to_cpu)
     warm_start_from = property(lambda self: self._warm_start_from)
 
-    @property
-    def backend_name(self) -> str:
-        """Where the unsharded path runs: 'GPU' if TensorFlow sees one, else 'CPU'."""
-        return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-
     def _topology(self, what):
         """Where ``what`` runs: one device, simulated shards, or a TPU; a clear error when none fits."""
         from .topology import MultiWorker, SimulatedTPU, multi_worker, simulated, simulated_from_env, single_device

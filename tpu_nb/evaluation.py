@@ -95,7 +95,7 @@ def _build_single(est, input_fn, steps):
                          est.eval_batch_size, est.use_tpu)
     loss_mean, loss_update = tf.compat.v1.metrics.mean(tf.cast(spec.loss, tf.float32), name="mean_loss")
     metrics = metric_ops_from_spec(spec)
-    return global_step, pipeline.initializer, spec, (loss_mean, loss_update), metrics, None
+    return global_step, pipeline.initializer, spec, (loss_mean, loss_update), metrics
 
 
 def eval_input_mode(est):
@@ -220,7 +220,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             session_config = topology.session_config(est.config.session_config)
         else:
             built = _build_single(est, input_fn, steps)
-            global_step, initializer, spec, (loss_mean, loss_update), metrics, _ = built
+            global_step, initializer, spec, (loss_mean, loss_update), metrics = built
             update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
             session_config = est.config.session_config
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}

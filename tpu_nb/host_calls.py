@@ -8,7 +8,7 @@ session run per loop for the device work, whatever the host_call does.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import tensorflow as tf

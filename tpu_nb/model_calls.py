@@ -147,8 +147,3 @@ def split_features_labels(element):
     if isinstance(element, list) and len(element) == 2 and not isinstance(element[0], (int, float)):
         return element[0], element[1]
     return element, None
-
-
-def _check_features(features, where):
-    if features is None:
-        raise ValueError(f"input_fn returned no features ({where}).")

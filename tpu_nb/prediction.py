@@ -11,7 +11,6 @@ from .evaluation import resolve_checkpoint
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
-from .spec import EstimatorSpec
 from .scaffolds import merge_scaffold, user_scaffold
 from .tf_logs import quiet_tf_logs
 from .training import check_hooks
@@ -59,11 +58,14 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
     graph = tf.Graph()
     with graph.as_default():
         with quiet_tf_logs():
+            if est.config.tf_random_seed is not None:
+                tf.compat.v1.set_random_seed(est.config.tf_random_seed)
             if topology is not None and topology.sharded:
-                sess, predictions, loopable, hooked = _build_sharded(est, input_fn, predict_keys, hooks, ckpt,
-                                                                     topology)
+                built = _build_sharded(est, input_fn, predict_keys, topology)
             else:
-                sess, predictions, loopable, hooked = _build(est, input_fn, predict_keys, hooks, ckpt)
+                built = _build(est, input_fn, predict_keys)
+            spec, predictions, initializer, loopable, session_config = built
+            sess, hooked = _open_session(spec, initializer, hooks, ckpt, session_config)
         with sess:
             single_shot = not loopable
             next_batch = _batch_reader(sess, predictions, hooked)
@@ -117,10 +119,8 @@ def _batch_reader(sess, predictions, hooked):
     return read_hooked
 
 
-def _build(est, input_fn, predict_keys, hooks, ckpt):
-    """Builds the predict graph (in the current default graph) and opens its session."""
-    if est.config.tf_random_seed is not None:
-        tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+def _build(est, input_fn, predict_keys):
+    """Builds the one-device predict graph: (spec, predictions, input initializer, loopable, session config)."""
     tf.compat.v1.train.get_or_create_global_step()
     pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params,
                                            est.predict_batch_size))
@@ -128,27 +128,25 @@ def _build(est, input_fn, predict_keys, hooks, ckpt):
     spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
                          est.predict_batch_size, est.use_tpu)
     predictions = _select(spec.predictions, predict_keys)
-    scaffold = merge_scaffold(user_scaffold(spec), [pipeline.initializer])
-    creator = tf.compat.v1.train.ChiefSessionCreator(
-        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=est.config.session_config)
-    all_hooks = hooks + list(spec.prediction_hooks)
-    sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
-    return sess, predictions, pipeline.loopable, bool(all_hooks)
+    return spec, predictions, pipeline.initializer, pipeline.loopable, est.config.session_config
 
 
-def _build_sharded(est, input_fn, predict_keys, hooks, ckpt, topology):
+def _build_sharded(est, input_fn, predict_keys, topology):
+    """Builds the sharded predict step (padded input, masked predictions); same tuple as ``_build``."""
     from .evaluation import build_sharded_step
 
-    if est.config.tf_random_seed is not None:
-        tf.compat.v1.set_random_seed(est.config.tf_random_seed)
     _, initializer, step = build_sharded_step(est, input_fn, topology, ModeKeys.PREDICT, est.predict_batch_size,
                                               "predict()")
     predictions = _select(step.predictions, predict_keys)
     if not isinstance(step.spec.predictions, dict):
         predictions = predictions["predictions"]
-    scaffold = merge_scaffold(user_scaffold(step.spec), [initializer])
+    return step.spec, predictions, initializer, True, topology.session_config(est.config.session_config)
+
+
+def _open_session(spec, initializer, hooks, ckpt, session_config):
+    """The MonitoredSession restoring ``ckpt``; returns it and whether any hook is attached."""
+    scaffold = merge_scaffold(user_scaffold(spec), [initializer])
     creator = tf.compat.v1.train.ChiefSessionCreator(
-        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=topology.session_config(est.config.session_config))
-    all_hooks = hooks + list(step.spec.prediction_hooks)
-    sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
-    return sess, predictions, True, bool(all_hooks)
+        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
+    all_hooks = hooks + list(spec.prediction_hooks)
+    return tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks), bool(all_hooks)

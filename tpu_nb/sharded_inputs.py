@@ -15,7 +15,6 @@ import tensorflow as tf
 from .batching import BatchPlan
 from .config import InputPipelineConfig as IPC
 from .model_calls import call_input_fn, split_features_labels
-from .modes import ModeKeys
 
 
 class InputContext:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import importlib.resources
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import anywidget
 import traitlets

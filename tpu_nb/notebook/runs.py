@@ -15,8 +15,6 @@ import os
 import threading
 from typing import Optional
 
-import numpy as np
-
 from .handles import STOPPED, RunHandle
 
 # The latest training handle per model_dir: evaluations are overlaid on it, and a stopped run
