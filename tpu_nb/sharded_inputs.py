@@ -162,12 +162,10 @@ class ShardedInput:
         return tf.group(*[it.initializer for it in self.iterators])
 
     def _get(self, iterator):
+        """One element as (features, labels, mask); labels and mask may be None."""
         element = iterator.get_next()
-        if self.pad:
-            structure, mask = element
-        else:
-            structure, mask = element, None
-        return structure, mask
+        structure, mask = element if self.pad else (element, None)
+        return (*split_features_labels(structure), mask)
 
     def next(self) -> List[Tuple]:
         topo, mode = self.topology, self.plan.input_mode
@@ -180,18 +178,16 @@ class ShardedInput:
                 for _ in range(topo.replicas_per_host):
                     out.append(self._get(it))
         elif mode == IPC.BROADCAST:
-            element = self._get(self.iterators[0])
-            out = [element] * topo.num_replicas  # all shards are local (checked when building)
+            out = [self._get(self.iterators[0])] * topo.num_replicas  # all shards are local (checked when building)
         else:  # PER_HOST_V1 (one call per host) or SLICED (one call): split along the batch axis
             pieces = topo.replicas_per_host if mode == IPC.PER_HOST_V1 else topo.num_replicas
             for it in self.iterators:
-                structure, mask = self._get(it)
-                features, labels = split_features_labels(structure)
+                features, labels, mask = self._get(it)
                 f_parts = _split_batch_axis(features, pieces, self.batch_axis, 0)
                 l_parts = _split_batch_axis(labels, pieces, self.batch_axis, 1) if labels is not None else [None] * pieces
                 m_parts = _split(mask, pieces) if mask is not None else [None] * pieces
-                out.extend(((f, l), m) if labels is not None else (f, m) for f, l, m in zip(f_parts, l_parts, m_parts))
-        return [(*split_features_labels(structure), mask) for structure, mask in out]
+                out.extend(zip(f_parts, l_parts, m_parts))
+        return out
 
 
 def _axis(batch_axis, position):
