@@ -112,3 +112,25 @@ def test_queued_host_call_values_are_converted_in_bulk_and_read_back_in_order():
     assert "host/vector" not in h.names
     h.queue_scalars(101, {"lr": np.asarray([0.2], np.float32)})
     assert h.last("host/lr") == pytest.approx(0.2)  # reads see queued values without waiting for a loop
+
+
+def test_host_call_columns_from_the_engine_keep_scalars_and_skip_the_rest():
+    h = RunHistory()
+    # Two loops of a host_call with a [1]-shaped loss, a scalar bool, a [4] vector and a ragged column.
+    for first in (1, 5):
+        steps = np.arange(first, first + 4, dtype=np.int64)
+        ragged = np.empty(4, dtype=object)
+        ragged[:] = [np.zeros(i + 1) for i in range(4)]
+        h.queue_columns(steps, {"loss": (steps / 10.0).astype(np.float32).reshape(4, 1),
+                                "ok": steps % 2 == 0, "logits": np.zeros((4, 4)), "ragged": ragged})
+        h.add_loop(int(steps[-1]), 0.0, 1.0, None, None)
+    steps, loss = h.series("host/loss")
+    assert steps.tolist() == list(range(1, 9))
+    np.testing.assert_allclose(loss, np.arange(1, 9) / 10.0, rtol=1e-6)
+    assert h.series("host/ok")[1].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
+    # Only the ragged column's 1-element first value is a scalar; the vectors are left out.
+    assert h.series("host/ragged")[0].tolist() == [1, 5]
+    assert "host/logits" not in h.names
+    frame = h.to_frame()
+    assert frame.loc[frame.step == 8, "loss"].item() == 1.0  # the loop's loss keeps its column
+    assert frame.loc[frame.step == 8, "host_loss"].item() == pytest.approx(0.8)

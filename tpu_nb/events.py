@@ -64,19 +64,26 @@ class HostCallValues:
 
 @dataclasses.dataclass(frozen=True)
 class HostCallBatch:
-    """The host_call values of every step of one loop, published once per loop.
+    """The host_call values of every step of one loop, published once per loop, by column.
 
-    One event per loop (not per step) keeps subscribers off the per-step path:
-    at thousands of steps/s, per-step dispatch alone would cost more than the
-    dashboards' whole budget. ``records()`` gives the per-step view.
+    ``global_steps`` is an int64 array (one entry per host_call step) and ``values`` maps each
+    host_call argument to its values of those steps stacked on the first axis (``values['loss']``
+    has shape ``(len(global_steps),) + loss_shape``). One event per loop (not per step) keeps
+    subscribers off the per-step path: at thousands of steps/s, per-step dispatch alone would cost
+    more than the dashboards' whole budget. ``records()`` gives the per-step view.
     """
 
     run_id: int
-    global_steps: Tuple[int, ...]
-    values: Tuple[Dict[str, Any], ...]
+    global_steps: Any
+    values: Dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.global_steps)
 
     def records(self) -> List[HostCallValues]:
-        return [HostCallValues(self.run_id, s, v) for s, v in zip(self.global_steps, self.values)]
+        names = list(self.values)
+        return [HostCallValues(self.run_id, int(step), {name: self.values[name][i] for name in names})
+                for i, step in enumerate(self.global_steps)]
 
 
 @dataclasses.dataclass(frozen=True)

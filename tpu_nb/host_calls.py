@@ -8,7 +8,7 @@ session run per loop for the device work, whatever the host_call does.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -76,13 +76,33 @@ class HostCallQueue:
         self._fetches = [ops, step, values]
         self.size = self.queue.size()
 
-    def drain(self, session) -> List[Dict[str, Any]]:
-        """Runs the host function once per queued step; returns that step's values."""
+    def drain(self, session) -> "Optional[Tuple[np.ndarray, Dict[str, np.ndarray]]]":
+        """Runs the host function once per queued step.
+
+        Returns ``(steps, columns)``: the queued global steps (int64, in order) and, per host_call
+        argument, that argument's values of every step stacked on a new first axis; None when
+        nothing was queued. Columns keep one loop's values in a few arrays, so the host side and
+        the event subscribers never touch one Python dict per step.
+        """
         if self._callable is None:
             self._callable = session.make_callable(self._fetches)
-        n = session.run(self.size)
-        out = []
-        for _ in range(int(n)):
+        n = int(session.run(self.size))
+        if n == 0:
+            return None
+        steps = np.empty(n, np.int64)
+        per_name = [[] for _ in self.names]
+        for i in range(n):
             _, step, values = self._callable()
-            out.append((int(step), {name: np.asarray(v) for name, v in zip(self.names, values)}))
-        return out
+            steps[i] = step
+            for column, value in zip(per_name, values):
+                column.append(value)
+        return steps, {name: _stack(column) for name, column in zip(self.names, per_name)}
+
+
+def _stack(values: List[Any]) -> np.ndarray:
+    try:
+        return np.stack(values)
+    except ValueError:  # the shape changed between steps (an unknown static shape): one cell each
+        column = np.empty(len(values), dtype=object)
+        column[:] = [np.asarray(v) for v in values]
+        return column

@@ -384,9 +384,8 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                     )
                 if built.host_call is not None:
                     drained = built.host_call.drain(session)
-                    if drained and events.bus.active:
-                        steps_, values_ = zip(*drained)
-                        events.publish(events.HostCallBatch(run_id, steps_, values_))
+                    if drained is not None and events.bus.active:
+                        events.publish(events.HostCallBatch(run_id, *drained))
                     if built.flush_writers is not None:
                         session.run(built.flush_writers)  # TensorBoard sees host_call summaries every loop
                 state["step"] = step

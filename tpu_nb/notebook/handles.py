@@ -196,7 +196,7 @@ class RunHandle:
                 return  # an evaluate() inside our run (e.g. from a hook) publishes with its own id
         if isinstance(event, events.HostCallBatch):
             # Once per loop: queue only. The LoopFinished that follows each drain notifies the view.
-            self.store.queue_many(event.global_steps, event.values)
+            self.store.queue_columns(event.global_steps, event.values)
         elif isinstance(event, events.HostCallValues):
             # Once per step: queue only. The LoopFinished that follows each drain notifies the view.
             self.store.queue_scalars(event.global_step, event.values)

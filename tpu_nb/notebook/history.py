@@ -26,6 +26,7 @@ import numpy as np
 LOOP_COLUMNS = ("wall_time", "loss", "steps_per_sec", "examples_per_sec")
 EVAL_PREFIX = "eval/"
 HOST_PREFIX = "host/"
+_NAN = float("nan")
 
 
 class _Series:
@@ -90,9 +91,10 @@ class RunHistory:
         self._lock = threading.Lock()
         self._series: Dict[str, _Series] = {}
         self._order: List[str] = []  # first-seen order, so columns and charts are stable
-        # Host_call values arrive once per step: the training thread only queues them (a deque
-        # append is atomic and ~50 ns); they are converted in bulk at the next loop or read.
+        # Host_call values arrive once per loop: the training thread only queues them (a deque
+        # append is atomic and ~50 ns); they are converted in bulk at the loop's end or a read.
         self._queued = collections.deque()
+        self._loops = collections.deque()  # (step, wall_time, loss, steps/s, examples/s) per loop
 
     # -- appends (training thread) ---------------------------------------------------------------
     def _get(self, name: str) -> _Series:
@@ -105,53 +107,50 @@ class RunHistory:
 
     def queue_scalars(self, step: int, values: Mapping[str, object]) -> None:
         """Like :meth:`add_scalars` with the host_call prefix, but O(1): converted on the next flush."""
-        self._queued.append((step, values))
+        self._queued.append(((step,), {name: (value,) for name, value in values.items()}))
 
-    def queue_many(self, steps, values) -> None:
-        """Queues one loop's host_call values (parallel sequences of steps and dicts) in O(1)."""
-        self._queued.extend(zip(steps, values))
+    def queue_columns(self, steps, columns: Mapping[str, object]) -> None:
+        """Queues one loop's host_call values in O(1): ``steps`` (one per host_call step) and, per
+        name, the values of those steps stacked on the first axis (what ``HostCallBatch`` carries)."""
+        self._queued.append((steps, columns))
 
     def _flush(self) -> None:
-        """Moves queued host_call values into their series, one numpy operation per name (lock held)."""
+        """Moves queued loops and host_call values into their series (lock held): one numpy copy
+        per column for loops and scalar host_call columns; anything else value by value, keeping
+        only the scalars."""
+        loops = self._loops
+        count = len(loops)
+        if count:
+            table = np.array([loops.popleft() for _ in range(count)], np.float64)
+            steps = table[:, 0].astype(np.int64)
+            for i, name in enumerate(LOOP_COLUMNS, start=1):
+                self._get(name).extend(steps, table[:, i])
         queue = self._queued
-        count = len(queue)
-        if not count:
-            return
-        items = [queue.popleft() for _ in range(count)]
-        run_start = 0
-        for i in range(1, count + 1):  # runs of steps with the same names (a host_call's are fixed)
-            if i == count or items[i][1].keys() != items[run_start][1].keys():
-                self._flush_run(items[run_start:i])
-                run_start = i
-
-    def _flush_run(self, items) -> None:
-        steps = np.fromiter((s for s, _ in items), np.int64, len(items))
-        for name in items[0][1]:
-            column = [values[name] for _, values in items]
-            first = column[0]
-            if isinstance(first, (np.ndarray, np.generic)) and first.size == 1 and first.dtype.kind in "fiub":
-                try:
-                    flat = np.concatenate(column).ravel() if first.ndim else np.asarray(column, dtype=np.float64)
-                except (ValueError, TypeError):
-                    flat = None  # shapes changed between steps: convert one by one below
-                if flat is not None and flat.shape == (len(items),):
-                    self._get(HOST_PREFIX + name).extend(steps, flat.astype(np.float64))
+        for _ in range(len(queue)):
+            steps, columns = queue.popleft()
+            count = len(steps)
+            steps = np.asarray(steps, np.int64)
+            for name, column in columns.items():
+                if (isinstance(column, np.ndarray) and column.dtype.kind in "fiub"
+                        and column.size == count and column.ndim >= 1 and len(column) == count):
+                    self._get(HOST_PREFIX + name).extend(steps, column.reshape(count))
                     continue
-            for step, value in zip(steps.tolist(), column):  # mixed or non-numpy values: one by one
-                scalar = _as_scalar(value)
-                if scalar is not None:
-                    self._get(HOST_PREFIX + name).append(step, scalar)
+                for step, value in zip(steps.tolist(), column):  # ragged, object or per-step values
+                    scalar = _as_scalar(value)
+                    if scalar is not None:
+                        self._get(HOST_PREFIX + name).append(step, scalar)
 
     def add_loop(self, step: int, wall_time: float, loss: Optional[float], steps_per_sec: Optional[float],
                  examples_per_sec: Optional[float]) -> None:
-        """Records one finished loop (what ``events.LoopFinished`` carries)."""
-        nan = float("nan")
-        with self._lock:
-            self._flush()
-            self._get("wall_time").append(step, wall_time)
-            self._get("loss").append(step, nan if loss is None else loss)
-            self._get("steps_per_sec").append(step, nan if steps_per_sec is None else steps_per_sec)
-            self._get("examples_per_sec").append(step, nan if examples_per_sec is None else examples_per_sec)
+        """Records one finished loop (what ``events.LoopFinished`` carries); O(1), no lock taken.
+
+        The tuple is queued and moved into the loop columns in bulk at the next read, so the
+        training thread pays for one deque append per loop.
+        """
+        nan = _NAN
+        self._loops.append((step, wall_time, nan if loss is None else loss,
+                            nan if steps_per_sec is None else steps_per_sec,
+                            nan if examples_per_sec is None else examples_per_sec))
 
     def add_scalars(self, step: int, values: Mapping[str, object], prefix: str = HOST_PREFIX) -> None:
         """Records the scalar entries of ``values`` at ``step`` (non-scalars are skipped)."""
@@ -174,8 +173,10 @@ class RunHistory:
 
     def __len__(self) -> int:
         """Number of loops recorded."""
-        series = self._series.get("loss")
-        return 0 if series is None else series.n
+        with self._lock:
+            self._flush()
+            series = self._series.get("loss")
+            return 0 if series is None else series.n
 
     def lengths(self) -> Dict[str, int]:
         """Points per series (used by the dashboard to find what is new)."""
