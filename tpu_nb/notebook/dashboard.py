@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import importlib.resources
+import logging
+import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import anywidget
 import traitlets
@@ -27,6 +29,8 @@ import traitlets
 from . import _fast_stop, _static, _wire
 from .handles import RunHandle
 from .throttle import Throttle
+
+_log = logging.getLogger("tpu_nb")
 
 
 def _esm_source() -> str:
@@ -42,10 +46,14 @@ class Dashboard(anywidget.AnyWidget):
     snapshot = traitlets.Dict().tag(sync=True)
 
     def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
-                 clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES):
+                 clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
+                 send_in_thread: bool = True):
         super().__init__()
         self.handle = handle
         self._throttle = Throttle(updates_per_second, clock)
+        # Building and sending an update (downsampling, JSON) takes a few hundred microseconds:
+        # done in a thread of its own, it overlaps the next loop instead of delaying it.
+        self._sender: Optional[_Sender] = _Sender(lambda: self._send_update()) if send_in_thread else None
         self._cursor = _wire.DeltaCursor(max_message_bytes)
         self._display = None
         self._resync_wanted = False
@@ -110,11 +118,17 @@ class Dashboard(anywidget.AnyWidget):
         if what == "state":
             self._throttle.reset()  # state changes (started, stopping, stopped) show at once
         if self._throttle.due():
-            self._send_update()
+            sender = self._sender
+            if sender is not None and sender.open:
+                sender.wake()
+            else:
+                self._send_update()  # no training thread to spare (or sending in threads is off)
 
     def _finish(self) -> None:
         """One sync of the final state (nbclient records traits, not custom messages) and one
         display update (the PNG and HTML with the final numbers)."""
+        if self._sender is not None:
+            self._sender.close()  # an update in flight goes out before the final state, never after
         self._cursor.mark_all_sent(self.handle.store)
         self.snapshot = self._full_state()
         if self._display is not None:
@@ -134,3 +148,45 @@ class Dashboard(anywidget.AnyWidget):
             self._stop_clicked()
         elif kind == "hello" and not self.handle.finished:
             self._resync_requested()  # the run's next update carries it; a finished run's snapshot is final
+
+
+class _Sender:
+    """Runs ``send()`` in a daemon thread each time it is woken (wakes while busy coalesce).
+
+    The thread starts at the first wake, so a dashboard whose run never starts holds none.
+    """
+
+    def __init__(self, send: Callable[[], None]):
+        self._send = send
+        self._wanted = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self.open = True
+
+    def wake(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and self.open:
+                    self._thread = threading.Thread(target=self._loop, daemon=True, name="tpu_nb dashboard")
+                    self._thread.start()
+        self._wanted.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops the thread after the update it is sending, if any; later wakes are refused."""
+        with self._lock:
+            self.open = False
+            thread = self._thread
+        self._wanted.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if not self.open:
+                return
+            try:
+                self._send()
+            except Exception:  # a failed update must not end live updates (the next one resyncs)
+                _log.debug("tpu_nb dashboard update failed", exc_info=True)
