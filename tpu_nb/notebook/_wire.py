@@ -55,9 +55,36 @@ def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> Tuple[
 
 
 def encode(steps: np.ndarray, values: np.ndarray) -> List[list]:
-    """``[steps, values]`` as JSON-ready lists (values to 5 significant digits, NaN/Inf -> None)."""
-    out_values = [float(f"{v:.5g}") if math.isfinite(v) else None for v in values.tolist()]
-    return [[int(s) for s in steps.tolist()], out_values]
+    """``[steps, values]`` as JSON-ready lists (values to 5 significant digits, NaN/Inf -> None).
+
+    >>> encode(np.array([1, 2]), np.array([0.123456789, np.nan]))
+    [[1, 2], [0.12346, None]]
+    """
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    out = round_significant(np.where(finite, values, 0.0)).tolist()
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():
+            out[i] = None
+    return [np.asarray(steps, np.int64).tolist(), out]
+
+
+def round_significant(values: np.ndarray, digits: int = 5) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits, vectorized (finite input).
+
+    Scaling by an exact power of ten (multiplying for small numbers, dividing for large ones)
+    leaves the double nearest to the rounded decimal, so JSON writes it in at most ``digits``
+    digits instead of a long tail.
+    """
+    magnitude = np.abs(values)
+    exponent = np.zeros(values.shape, np.int64)
+    nonzero = magnitude > 0
+    exponent[nonzero] = np.floor(np.log10(magnitude[nonzero])).astype(np.int64) - (digits - 1)
+    with np.errstate(over="ignore", invalid="ignore"):  # only in the branch np.where drops
+        scale = np.power(10.0, np.abs(exponent))
+        small = exponent < 0
+        rounded = np.where(small, np.round(values * scale) / scale, np.round(values / scale) * scale)
+    return np.where(np.isfinite(rounded), rounded, values)  # subnormals: 10**324 is out of range
 
 
 def snapshot(history: RunHistory, max_points: int = MAX_POINTS) -> Dict[str, List[list]]:
