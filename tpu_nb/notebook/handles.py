@@ -186,6 +186,13 @@ class RunHandle:
 
     # -- the event stream (called in the training thread; cheap for other runs' events) -------------
     def _on_event(self, event) -> None:
+        if event.run_id == self.run_id and type(event) is events.LoopFinished:
+            # The per-loop path, first and short: O(1) queue append, then the listeners' throttle check.
+            self.store.add_loop(event.global_step, event.wall_time, event.loss, event.steps_per_sec,
+                                event.examples_per_sec)
+            self.progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
+            self._notify("data")
+            return
         if event.run_id != self.run_id:
             if threading.get_ident() != self._ident:
                 return  # another thread's run

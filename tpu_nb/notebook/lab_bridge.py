@@ -4,8 +4,9 @@
 kernel to the front end and subscribes to :mod:`tpu_nb.events`. The front end (status bar,
 runs panel) gets the whole, small state of the kernel's runs in each message, at most
 ``per_second`` messages per second whatever the event rate; the last change always arrives
-(a timer sends it when the throttle held it back). Outside a kernel (a script, a terminal
-IPython) the comm is a no-op.
+(a timer sends it when the throttle held it back). Loop progress costs the training thread one
+attribute store per loop: a ticker thread, alive while a run is, reads the latest loop at the
+message rate. Outside a kernel (a script, a terminal IPython) the comm is a no-op.
 
 Messages, kernel -> front end::
 
@@ -49,15 +50,16 @@ SPARK_POINTS = 60
 
 
 # Events that change nothing the front end shows.
-_QUIET = tuple(getattr(events, name) for name in ("HostCallValues", "HostCallBatch", "CheckpointSaved", "EvalFinished")
-               if hasattr(events, name))
+_QUIET = frozenset(getattr(events, name) for name in ("HostCallValues", "HostCallBatch", "CheckpointSaved",
+                                                      "EvalFinished") if hasattr(events, name))
 
 
 class _Run:
     """What the front end shows for one run, and how to stop it."""
 
     __slots__ = ("id", "mode", "model_dir", "backend", "phase", "state", "step", "start", "target", "loss",
-                 "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper")
+                 "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper", "last_loop",
+                 "_applied")
 
     def __init__(self, started: events.RunStarted, stopper):
         self.id = started.run_id
@@ -71,6 +73,23 @@ class _Run:
         self.spark = []
         self._every, self._seen = 1, 0  # keep every _every-th loss; halve when the list is full
         self.stopper = stopper
+        self.last_loop: Optional[events.LoopFinished] = None  # set by the training thread, nothing else
+        self._applied: Optional[events.LoopFinished] = None
+
+    def apply_last_loop(self) -> bool:
+        """Takes in the latest loop (one per tick, not one per loop); True if it was new."""
+        event = self.last_loop
+        if event is None or event is self._applied:
+            return False
+        self._applied = event
+        self.step = event.global_step
+        self.examples_per_sec = _finite(event.examples_per_sec)
+        self.steps_per_sec = _finite(event.steps_per_sec)
+        loss = _finite(event.loss)
+        if loss is not None:
+            self.loss = loss
+            self.add_loss(loss)
+        return True
 
     def add_loss(self, loss: float) -> None:
         self._seen += 1
@@ -144,6 +163,9 @@ class LabBridge:
         self._throttle = Throttle(per_second, clock)
         self._timer: Optional[threading.Timer] = None
         self._handled = collections.deque(maxlen=256)  # nonces already acted on
+        self._ticker: Optional[threading.Thread] = None
+        self._dirty = False  # a live run moved on since the last message
+        self._closed = threading.Event()
         self.messages_sent = 0
         self.comm = (comm_factory or _open_comm)(self._on_message)
         self._unsubscribe = events.subscribe(self._on_event)
@@ -151,6 +173,7 @@ class LabBridge:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._closed.set()
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
@@ -162,30 +185,36 @@ class LabBridge:
     # -- state -------------------------------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
         with self._lock:
+            for run in self._runs.values():
+                run.apply_last_loop()
             return {"type": "status", "backend": self._backend, "active": self._active,
                     "runs": [run.as_dict() for run in self._runs.values()]}
 
     def _on_event(self, event) -> None:
+        kind = type(event)
+        if kind is events.LoopFinished:
+            # Hundreds per second in the training thread: keep the latest and let the ticker,
+            # running at the message rate, read it (a dict lookup and an attribute store).
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                run.last_loop = event
+            return
+        if kind in _QUIET:
+            return  # host_call values and checkpoints change nothing the front end shows
         with self._lock:
-            if isinstance(event, events.RunStarted):
+            if kind is events.RunStarted:
                 run = _Run(event, _find_stopper(event))
                 self._runs[run.id] = run
                 self._backend = event.backend
                 self._active = run.id
                 self._trim()
+                self._start_ticker()
             else:
                 run = self._runs.get(getattr(event, "run_id", None))
-                if run is None or isinstance(event, _QUIET):
-                    return  # host_call values and checkpoints change nothing the front end shows
-                if isinstance(event, events.LoopFinished):
-                    run.step = event.global_step
-                    run.examples_per_sec = _finite(event.examples_per_sec)
-                    run.steps_per_sec = _finite(event.steps_per_sec)
-                    loss = _finite(event.loss)
-                    if loss is not None:
-                        run.loss = loss
-                        run.add_loss(loss)
-                elif isinstance(event, events.RunStopped):
+                if run is None:
+                    return
+                run.apply_last_loop()  # the final numbers come before the final state
+                if isinstance(event, events.RunStopped):
                     run.phase, run.step = "stopped", event.global_step
                     run.state = f"stopped at step {event.global_step}"
                 elif isinstance(event, events.RunFailed):
@@ -203,6 +232,25 @@ class LabBridge:
         while len(self._runs) > MAX_RUNS:
             finished = next((rid for rid, r in self._runs.items() if not r.live), None)
             self._runs.pop(finished if finished is not None else next(iter(self._runs)))
+
+    # -- the ticker: progress of live runs, at the message rate ---------------------------------------
+    def _start_ticker(self) -> None:
+        """Starts the ticker thread unless one runs (lock held); it ends when no run is live."""
+        if self._ticker is None or not self._ticker.is_alive():
+            self._ticker = threading.Thread(target=self._tick_loop, daemon=True, name="tpu_nb lab bridge")
+            self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while not self._closed.wait(self._throttle.interval):
+            with self._lock:
+                live = [run for run in self._runs.values() if run.live]
+                if any([run.apply_last_loop() for run in live]):
+                    self._dirty = True
+                if self._dirty and self._timer is None and self._throttle.due():
+                    self._send()
+                if not live:
+                    self._ticker = None
+                    return
 
     # -- sending (throttled; the last change always goes out) ----------------------------------------
     def _schedule(self) -> None:
@@ -230,6 +278,7 @@ class LabBridge:
             self._send()
 
     def _send(self) -> None:
+        self._dirty = False
         try:
             self.comm.send(self.status())
             self.messages_sent += 1
