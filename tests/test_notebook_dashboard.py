@@ -91,6 +91,9 @@ def test_message_budget_holds_at_2000_steps_per_second():
     received = sum(len(data["content"]["series"].get("host/scalar_0", [[]])[0])
                    for _, _, data in sent if data.get("method") == "custom")
     assert 0 < received <= 20_000
+    # Speeds are shown as numbers from the status; their series stay in the kernel.
+    sent_series = {name for _, _, data in sent if data.get("method") == "custom" for name in data["content"]["series"]}
+    assert "loss" in sent_series and not sent_series & _wire.NOT_CHARTED
     last = sent[-1][2]["content"]
     assert last["status"]["step"] == 20_000 or last["status"]["step"] >= 19_000
 

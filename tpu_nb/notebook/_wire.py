@@ -21,6 +21,8 @@ import numpy as np
 
 from .history import RunHistory
 
+#: Series the kernel keeps but the browser does not chart (speeds are shown as numbers, from status).
+NOT_CHARTED = frozenset({"wall_time", "steps_per_sec", "examples_per_sec"})
 #: Points per series the browser holds (it halves a series that grows past this).
 MAX_POINTS = 2000
 #: Steady-state budget: 4 updates/s x 12 KB = 48 KB/s, under the 50 KB/s target.
@@ -84,15 +86,20 @@ def round_significant(values: np.ndarray, digits: int = 5) -> np.ndarray:
         scale = np.power(10.0, np.abs(exponent))
         small = exponent < 0
         rounded = np.where(small, np.round(values * scale) / scale, np.round(values / scale) * scale)
-    return np.where(np.isfinite(rounded), rounded, values)  # subnormals: 10**324 is out of range
+    # Powers of ten are exact doubles only up to 10**22: beyond that, round through the decimal
+    # string (rare: values past ~1e26 or below ~1e-18).
+    far = np.flatnonzero(np.abs(exponent) > 22)
+    for i in far.tolist():
+        rounded[i] = float(f"{values[i]:.{digits}g}")
+    return rounded
 
 
 def snapshot(history: RunHistory, max_points: int = MAX_POINTS) -> Dict[str, List[list]]:
     """Every series of ``history``, each downsampled to ``max_points``."""
     out = {}
     for name in history.names:
-        if name == "wall_time":
-            continue  # the browser has no use for it; the kernel keeps it
+        if name in NOT_CHARTED:
+            continue
         out[name] = encode(*downsample(*history.series(name), max_points))
     return out
 
@@ -109,13 +116,13 @@ class DeltaCursor:
         self._sent = history.lengths()
 
     def pending(self, history: RunHistory) -> bool:
-        return any(n > self._sent.get(name, 0) for name, n in history.lengths().items() if name != "wall_time")
+        return any(n > self._sent.get(name, 0) for name, n in history.lengths().items() if name not in NOT_CHARTED)
 
     def next_delta(self, history: RunHistory, reserved_bytes: int = 0) -> Dict[str, List[list]]:
         """New points per series, at most ``max_bytes - reserved_bytes`` of JSON in all."""
         budget = self.max_bytes - reserved_bytes
         lengths = history.lengths()
-        fresh = [name for name, n in lengths.items() if name != "wall_time" and n > self._sent.get(name, 0)]
+        fresh = [name for name, n in lengths.items() if name not in NOT_CHARTED and n > self._sent.get(name, 0)]
         if not fresh:
             return {}
         per_series = max(_MIN_POINTS_PER_SERIES, budget // (24 * len(fresh)))  # ~24 bytes per point in JSON
@@ -124,14 +131,29 @@ class DeltaCursor:
         for name in fresh:
             start = self._sent.get(name, 0)
             steps, values = history.series(name, start)
-            encoded = encode(*downsample(steps, values, per_series))
-            size = len(json.dumps({name: encoded}, separators=(",", ":")))
+            count = len(steps)
+            steps, values = downsample(steps, values, per_series)
+            # An upper bound instead of serializing to measure: the kernel serializes it once anyway.
+            size = _json_bound(name, steps, values)
             if used + size > budget:
                 continue  # sent with a later delta; its cursor does not move
             used += size
-            out[name] = encoded
-            self._sent[name] = start + len(steps)
+            out[name] = encode(steps, values)
+            self._sent[name] = start + count
         return out
+
+
+def _json_bound(name: str, steps: np.ndarray, values: np.ndarray) -> int:
+    """Bytes that ``{name: encode(steps, values)}`` takes as compact JSON, at most."""
+    n = len(steps)
+    if not n:
+        return len(json.dumps(name)) + 8
+    step_bytes = len(str(int(np.abs(steps).max()))) + 2  # digits, a minus sign, a comma
+    # After rounding to 5 digits a float prints in at most 12 characters ("-1.2345e-100"), except
+    # from 1e5 to 1e16, where Python writes every digit ("-1234500000000000.0"); null is 4.
+    magnitude = np.abs(values)
+    value_bytes = 20 if np.any((magnitude >= 99999.5) & (magnitude < 1e16)) else 13
+    return len(json.dumps(name)) + 8 + n * (step_bytes + value_bytes)
 
 
 def json_size(message: Optional[dict]) -> int:
