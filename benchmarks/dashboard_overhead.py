@@ -5,7 +5,8 @@ What is compared
 The same TPUEstimator training (MLP 64-128-10, batch 32, SGD, data from a fixed
 seed: ~0.2 ms per step, a deliberately hard case for a per-loop observer) with
 the notebook layer attached (``tpu_nb.notebook.train(...)``: run handle,
-history, live widget, updates) and without it (plain ``estimator.train(...)``).
+history, live widget, updates; plus the JupyterLab extension's status comm that
+``%load_ext tpu_nb`` opens) and without it (plain ``estimator.train(...)``).
 The dashboard runs inside an IPython ``InteractiveShell`` (as in a notebook);
 its comm messages are serialized to JSON as a kernel would (there is no browser
 to send them to). Two schedules:
@@ -23,8 +24,12 @@ Two measurements per schedule:
    block's duration is divided by the mean of its two neighbours', which
    cancels the machine's drift; the mean of those ratios over hundreds of
    blocks, with its standard error, is the slowdown. Updates to the view are
-   triggered only from attached blocks and take about a millisecond in the
-   dashboard's thread, so their cost lands in those blocks too. On a shared 2-core VM,
+   triggered only from attached blocks, on a clock that runs only in them (so
+   at the rate of a run attached throughout), and take about a millisecond in
+   the dashboard's thread, so their cost lands in those blocks too (the
+   extension's small status messages, sent by its own ticker thread, are the
+   exception: their cost is spread over both kinds of block; it is in the CPU
+   shares below). On a shared 2-core VM,
    whole runs of the same training differ by 5-10% from one to the next, so
    comparing whole runs cannot resolve a 1% target; the blocks can.
 2. *Whole runs*: repeated runs with and without the dashboard, alternating,
@@ -33,10 +38,12 @@ Two measurements per schedule:
    the dashboard's one-off final PNG rendering.
 
 Also reported: the CPU time the notebook layer spends, in the training thread
-(event handling: O(1) queue appends and the throttle check) and in the
-dashboard's update thread (building and sending at most 4 updates/s, which
-overlaps the loop), as shares of the training time (the cost of reading the
-thread clock is calibrated and subtracted).
+(event handling: O(1) queue appends, the throttle checks, the small status
+messages of the extension's comm) and in other threads (the dashboard's
+updates, at most 4/s, and the extension's delayed status messages), which
+overlap the loop, as shares of the training time, measured in the whole runs
+(the interleaved run is not instrumented; the cost of reading the thread clock
+is calibrated and subtracted).
 
 How to run (from the repository root)::
 
@@ -53,6 +60,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,6 +72,7 @@ import tf_keras
 
 import tpu_nb
 from tpu_nb import events, notebook
+from tpu_nb.notebook.lab_bridge import LabBridge
 
 SCHEDULES = {"loops": 10, "host_call": 100}  # iterations_per_loop
 BLOCK_SECONDS = 0.05
@@ -116,18 +125,44 @@ class LoopTimes:
         if isinstance(event, events.LoopFinished):
             self.times.append(time.perf_counter())
             self.steps.append(event.global_step)
-            if self.every and len(self.times) % self.every == 0:
-                _Gate.on = not _Gate.on
+            if self.every:
+                # Block k spans boundaries k*every .. (k+1)*every. Everything handled in it (this
+                # boundary's LoopFinished, the next loops' host_call batches and LoopFinished)
+                # comes after this line, so set the block's state here: attached when k is even.
+                _Gate.set(((len(self.times) - 1) // self.every) % 2 == 0)
 
     def steps_per_sec(self):
         return (self.steps[-1] - self.steps[0]) / (self.times[-1] - self.times[0])
 
 
 class _Gate:
-    """In front of RunHandle._on_event: when off, loop and host_call events skip the notebook layer
-    (run start and end always pass, so the handle's state stays right)."""
+    """In front of the notebook layer's event handlers: when off, loop and host_call events skip
+    it (run start and end always pass, so the handle's state stays right).
+
+    ``attached_time()`` is the dashboard's clock: it runs only while the gate is on, so the
+    dashboard sends its 4 updates per attached second, as in a run attached throughout (on wall
+    time it would send them all within the attached half of the blocks: twice the real cost).
+    """
 
     on = True
+    _attached = _since = 0.0  # attached_time() was _attached at monotonic time _since
+
+    @classmethod
+    def reset(cls):
+        """Attached, with the clock at wall time (so a run never gated sees the wall clock)."""
+        cls.on, cls._attached = True, time.monotonic()
+        cls._since = cls._attached
+
+    @classmethod
+    def set(cls, on):
+        now = time.monotonic()
+        if cls.on:
+            cls._attached += now - cls._since
+        cls.on, cls._since = on, now
+
+    @classmethod
+    def attached_time(cls):
+        return cls._attached + (time.monotonic() - cls._since if cls.on else 0.0)
 
 
 class _Timed:
@@ -138,14 +173,19 @@ class _Timed:
     sending = 0.0
     timer_cost = 0.0
 
+    sends = 0
+    enabled = True  # off in the interleaved run: reading thread clocks costs time of its own
+
     @classmethod
     def reset(cls):
         cls.spent = cls.sending = 0.0
+        cls.sends = 0
 
     @classmethod
     def install(cls):
         from tpu_nb.notebook.dashboard import Dashboard
         from tpu_nb.notebook.handles import RunHandle
+        from tpu_nb.notebook.lab_bridge import LabBridge
 
         on_event, send_update = RunHandle._on_event, Dashboard._send_update
         gated = (events.LoopFinished, events.HostCallBatch)
@@ -153,6 +193,8 @@ class _Timed:
         def timed_event(self, event):
             if not _Gate.on and isinstance(event, gated):
                 return
+            if not cls.enabled:
+                return on_event(self, event)
             # CPU time of this thread: wall time would also count tf.data's threads and other
             # processes taking the core away mid-call.
             t = time.thread_time()
@@ -160,12 +202,42 @@ class _Timed:
             cls.spent += time.thread_time() - t - cls.timer_cost
 
         def timed_send(self):
+            if not cls.enabled:
+                return send_update(self)
             t = time.thread_time()
             send_update(self)
             cls.sending += time.thread_time() - t - cls.timer_cost
+            cls.sends += 1
 
+        bridge_event, bridge_send = LabBridge._on_event, LabBridge._send
+
+        def timed_bridge_send(self):
+            # Inline sends are already inside timed_bridge_event; count only the timer thread's.
+            if not cls.enabled or threading.current_thread() is threading.main_thread():
+                return bridge_send(self)
+            t = time.thread_time()
+            bridge_send(self)
+            cls.sending += time.thread_time() - t - cls.timer_cost
+
+        def timed_bridge_event(self, event):
+            if not _Gate.on and isinstance(event, gated):
+                return
+            if not cls.enabled:
+                return bridge_event(self, event)
+            t = time.thread_time()
+            bridge_event(self, event)
+            cls.spent += time.thread_time() - t - cls.timer_cost
+
+        init = Dashboard.__init__
+
+        def init_with_attached_clock(self, handle, **kwargs):
+            kwargs.setdefault("clock", _Gate.attached_time)
+            init(self, handle, **kwargs)
+
+        Dashboard.__init__ = init_with_attached_clock
         cls.timer_cost = cls._calibrate()  # reading the thread clock is a syscall: don't bill it
         RunHandle._on_event, Dashboard._send_update = timed_event, timed_send
+        LabBridge._on_event, LabBridge._send = timed_bridge_event, timed_bridge_send
 
     @staticmethod
     def _calibrate(n=20000):
@@ -180,36 +252,41 @@ def train(schedule, steps, with_dashboard, gate_every=None):
     est = make_estimator(schedule)
     clock = LoopTimes(gate_every)
     _Timed.reset()
-    _Gate.on = True
+    _Gate.reset()
     t0 = time.perf_counter()
     with events.subscribed(clock), contextlib.redirect_stdout(io.StringIO()):
         if with_dashboard:
-            handle = notebook.train(est, input_fn, steps=steps, dashboard=True)
+            # What `%load_ext tpu_nb` adds in JupyterLab: the status bar and runs panel's comm.
+            bridge = LabBridge()
+            try:
+                handle = notebook.train(est, input_fn, steps=steps, dashboard=True)
+            finally:
+                bridge.close()
             assert handle.state == "done", handle.state
         else:
             est.train(input_fn, steps=steps)
-    _Gate.on = True
+    _Gate.reset()
     return clock, time.perf_counter() - t0
 
 
 def interleaved(schedule, seconds, rate):
-    """One long run, notebook layer attached in alternate blocks; returns (slowdown %, s.e. %, blocks, shares)."""
+    """One long run, notebook layer attached in alternate blocks; returns (slowdown %, s.e. %, blocks, loops per block)."""
     loop_seconds = SCHEDULES[schedule] / rate
     every = max(1, round(BLOCK_SECONDS / loop_seconds))
     steps = int(seconds * rate) // (2 * every * SCHEDULES[schedule]) * (2 * every * SCHEDULES[schedule])
-    clock, _ = train(schedule, steps, True, gate_every=every)
-    span = clock.times[-1] - clock.times[0]
-    # Events reach the layer in half of the span; updates go out at the same rate throughout.
-    shares = (_Timed.spent / span * 2, _Timed.sending / span)
+    _Timed.enabled = False
+    try:
+        clock, _ = train(schedule, steps, True, gate_every=every)
+    finally:
+        _Timed.enabled = True
     t = np.asarray(clock.times)
     durations = t[every::every] - t[:-every:every]
-    # Block k (from boundary k*every) runs attached when k is odd: the gate flips at each multiple.
-    first = max(3, len(durations) // 10) | 1  # skip warm-up; start at an attached block
+    first = 2 * max(1, len(durations) // 20)  # skip the warm-up; an attached (even) block
     ratios = [durations[k] / (0.5 * (durations[k - 1] + durations[k + 1]))
               for k in range(first, len(durations) - 1, 2)]
     mean = statistics.fmean(ratios)
     se = statistics.stdev(ratios) / math.sqrt(len(ratios))
-    return 100 * (mean - 1), 100 * se, len(ratios), every, shares
+    return 100 * (mean - 1), 100 * se, len(ratios), every
 
 
 def _serialize_like_a_kernel(self, data=None, metadata=None, buffers=None):
@@ -239,16 +316,20 @@ def main():
         for r in range(args.repeats):
             for with_dashboard in ((True, False) if r % 2 == 0 else (False, True)):
                 clock, whole = train(schedule, args.steps, with_dashboard)
-                results[with_dashboard].append((clock.steps_per_sec(), whole))
+                span = clock.times[-1] - clock.times[0]
+                results[with_dashboard].append((clock.steps_per_sec(), whole, _Timed.spent / span,
+                                                _Timed.sending / span, _Timed.sends / span))
         rate = statistics.median(v[0] for v in results[False])
-        slower, se, blocks, every, shares = interleaved(schedule, args.seconds, rate)
-        med = {k: [statistics.median(v[i] for v in runs) for i in range(2)] for k, runs in results.items()}
+        slower, se, blocks, every = interleaved(schedule, args.seconds, rate)
+        med = {k: [statistics.median(v[i] for v in runs) for i in range(5)] for k, runs in results.items()}
+        shares = med[True][2:]
 
         print(f"\n[{schedule}]  iterations_per_loop={SCHEDULES[schedule]}")
         print(f"  interleaved: {slower:+.2f}% slower with the notebook layer attached (standard error "
               f"{se:.2f}%, {blocks} attached blocks of {every} loops; target <= 1%)")
         print(f"  CPU time of the notebook layer, as a share of training time: {100 * shares[0]:.2f}% in the "
-              f"training thread, {100 * shares[1]:.2f}% in the dashboard's update thread")
+              f"training thread, {100 * shares[1]:.2f}% in the update threads "
+              f"({shares[2]:.1f} dashboard updates per second; whole runs)")
         print(f"  whole runs, without dashboard: {med[False][0]:6.0f} steps/s   whole call {med[False][1]:5.2f} s")
         print(f"  whole runs, with dashboard:    {med[True][0]:6.0f} steps/s   whole call {med[True][1]:5.2f} s")
         print("  whole runs, steps/s with / without, per repeat: "
