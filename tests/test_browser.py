@@ -147,5 +147,6 @@ def test_lab_bridge_throttles_and_stops_without_a_browser():
         time.sleep(0.6)
         assert bridge.comm.sent[-1]["runs"][-1]["state"] == "stopped at step 2010"
         assert bridge.stop_all() == 0  # nothing left running
+        assert bridge._ticker is None  # the progress ticker ends with the last live run
     finally:
         bridge.close()
