@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 from tpu_nb import events
 from tpu_nb.notebook import _fast_stop, _wire
-from tpu_nb.notebook.dashboard import Dashboard
+from tpu_nb.notebook.dashboard import UPDATE_CPU_SHARE, Dashboard
 from tpu_nb.notebook.handles import RunHandle
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -54,6 +54,7 @@ def record_messages(widget, clock):
 def started_handle(estimator=None, target=None):
     handle = RunHandle("train", estimator)
     handle._ident = threading.get_ident()  # events come from this thread, as in a foreground run
+    handle.notify_interval = 0  # the fake clock drives the throttle: tell the view about every loop
     handle._on_event(events.RunStarted(1, "train", "CPU", 1, 1, 64, 64, "/tmp/model", 0, target, 20))
     return handle
 
@@ -75,7 +76,7 @@ def drive(handle, clock, steps_per_sec=2000, seconds=10, loop=20, scalars=3, eva
 def test_message_budget_holds_at_2000_steps_per_second():
     clock = FakeClock()
     handle = started_handle(target=20_000)
-    dashboard = Dashboard(handle, clock=clock, send_in_thread=False)  # counted in step with the fake clock
+    dashboard = Dashboard(handle, clock=clock, send_in_thread=False, cpu_share=None)  # in step with the fake clock
     sent = record_messages(dashboard, clock)
 
     drive(handle, clock, steps_per_sec=2000, seconds=10)
@@ -96,6 +97,29 @@ def test_message_budget_holds_at_2000_steps_per_second():
     assert "loss" in sent_series and not sent_series & _wire.NOT_CHARTED
     last = sent[-1][2]["content"]
     assert last["status"]["step"] == 20_000 or last["status"]["step"] >= 19_000
+
+
+def test_expensive_updates_are_spaced_out_to_keep_their_cpu_share():
+    clock = FakeClock()
+    handle = started_handle(target=10**6)
+    dashboard = Dashboard(handle, clock=clock, send_in_thread=False)
+    build = dashboard._build_and_send_update
+
+    def expensive_update():  # ~4 ms of CPU, as many host_call series at thousands of steps/s cost
+        until = time.thread_time() + 0.004
+        while time.thread_time() < until:
+            pass
+        build()
+
+    dashboard._build_and_send_update = expensive_update
+    sent = record_messages(dashboard, clock)
+    for step in range(20, 200_001, 20):  # 100 s of a run at 2,000 steps/s, in fake time
+        clock.now = step / 2000
+        handle._on_event(events.LoopFinished(1, step, 20, 1000.0 + clock.now, 0.01, 1.0 / step, 128000.0, 2000.0))
+    deltas = [t for t, _, data in sent if data.get("method") == "custom"]
+    # 4 ms per update at 0.25% of a core allows one update per 1.6 s: ~62 in 100 s, not 400.
+    assert 20 <= len(deltas) <= 80, len(deltas)
+    assert dashboard._throttle.interval >= 0.004 / UPDATE_CPU_SHARE * 0.9
 
 
 def test_updates_are_built_off_the_training_thread_and_the_final_state_comes_last():
@@ -132,7 +156,7 @@ def test_updates_are_built_off_the_training_thread_and_the_final_state_comes_las
 def test_run_end_syncs_the_final_state_once_and_updates_the_static_picture():
     clock = FakeClock()
     handle = started_handle(target=4000)
-    dashboard = Dashboard(handle, clock=clock, send_in_thread=False)  # counted in step with the fake clock
+    dashboard = Dashboard(handle, clock=clock, send_in_thread=False, cpu_share=None)  # in step with the fake clock
     sent = record_messages(dashboard, clock)
     drive(handle, clock, seconds=2, eval_every=2000)
     handle._on_event(events.RunFinished(1, 4000, "train"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -118,8 +118,12 @@ class DeltaCursor:
     def pending(self, history: RunHistory) -> bool:
         return any(n > self._sent.get(name, 0) for name, n in history.lengths().items() if name not in NOT_CHARTED)
 
-    def next_delta(self, history: RunHistory, reserved_bytes: int = 0) -> Dict[str, List[list]]:
-        """New points per series, at most ``max_bytes - reserved_bytes`` of JSON in all."""
+    def next_delta(self, history: RunHistory, reserved_bytes: int = 0,
+                   between: Optional[Callable[[], None]] = None) -> Dict[str, List[list]]:
+        """New points per series, at most ``max_bytes - reserved_bytes`` of JSON in all.
+
+        ``between()`` is called after each series (the dashboard's thread passes a GIL yield).
+        """
         budget = self.max_bytes - reserved_bytes
         lengths = history.lengths()
         fresh = [name for name, n in lengths.items() if name not in NOT_CHARTED and n > self._sent.get(name, 0)]
@@ -140,6 +144,8 @@ class DeltaCursor:
             used += size
             out[name] = encode(steps, values)
             self._sent[name] = start + count
+            if between is not None:
+                between()
         return out
 
 

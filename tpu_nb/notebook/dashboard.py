@@ -32,6 +32,9 @@ from .throttle import Throttle
 
 _log = logging.getLogger("tpu_nb")
 
+#: The most CPU the live view may spend on updates, as a share of one core (see Dashboard._pace).
+UPDATE_CPU_SHARE = 0.0025
+
 
 def _esm_source() -> str:
     # Read once from the package (dashboard.js ships inside the wheel); no build step, no file watcher.
@@ -39,7 +42,12 @@ def _esm_source() -> str:
 
 
 class Dashboard(anywidget.AnyWidget):
-    """Live view of one :class:`RunHandle` (charts, progress, ETA, Stop button)."""
+    """Live view of one :class:`RunHandle` (charts, progress, ETA, Stop button).
+
+    At most ``updates_per_second`` updates, fewer if building them would take more than
+    ``cpu_share`` of a core (None: no such limit); ``send_in_thread=False`` builds them in the
+    caller's thread, for tests that drive a fake ``clock``.
+    """
 
     _esm = _esm_source()
     #: Full state (every series downsampled); synced at the start and once at the end of the run.
@@ -47,10 +55,13 @@ class Dashboard(anywidget.AnyWidget):
 
     def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
                  clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
-                 send_in_thread: bool = True):
+                 send_in_thread: bool = True, cpu_share: Optional[float] = UPDATE_CPU_SHARE):
         super().__init__()
         self.handle = handle
         self._throttle = Throttle(updates_per_second, clock)
+        self._base_interval = self._throttle.interval
+        self._update_cost: Optional[float] = None  # CPU seconds per update, smoothed
+        self._cpu_share = cpu_share  # None: updates_per_second whatever they cost
         # Building and sending an update (downsampling, JSON) takes a few hundred microseconds:
         # done in a thread of its own, it overlaps the next loop instead of delaying it.
         self._sender: Optional[_Sender] = _Sender(lambda: self._send_update()) if send_in_thread else None
@@ -99,6 +110,23 @@ class Dashboard(anywidget.AnyWidget):
         return {"status": self._status(), "series": _wire.snapshot(self.handle.store)}
 
     def _send_update(self) -> None:
+        started = time.thread_time()
+        try:
+            self._build_and_send_update()
+        finally:
+            self._pace(time.thread_time() - started)
+
+    def _pace(self, cost: float) -> None:
+        """Spaces updates so that building and sending them takes at most UPDATE_CPU_SHARE of a
+        core: ``updates_per_second`` while updates are cheap, fewer when a run logs so much per
+        second that each update gets expensive (many host_call series at thousands of steps/s)."""
+        if self._cpu_share is None:
+            return
+        smoothed = cost if self._update_cost is None else 0.8 * self._update_cost + 0.2 * cost
+        self._update_cost = smoothed
+        self._throttle.interval = max(self._base_interval, smoothed / self._cpu_share)
+
+    def _build_and_send_update(self) -> None:
         if self._resync_wanted:
             self._resync_wanted = False
             state = self._full_state()
@@ -107,7 +135,11 @@ class Dashboard(anywidget.AnyWidget):
             return
         status = self._status()
         reserved = _wire.json_size(status) + 40
-        self.send({"type": "delta", "status": status, "series": self._cursor.next_delta(self.handle.store, reserved)})
+        # In the update thread, hand the GIL back between series: numpy on small arrays keeps it,
+        # and a training thread back from Session.run would otherwise wait out the whole update.
+        between = _yield_gil if threading.current_thread() is not threading.main_thread() else None
+        series = self._cursor.next_delta(self.handle.store, reserved, between)
+        self.send({"type": "delta", "status": status, "series": series})
 
     def _on_change(self, handle: RunHandle, what: str) -> None:
         # Called in the training thread at every loop (and host_call step): everything but the
@@ -148,6 +180,10 @@ class Dashboard(anywidget.AnyWidget):
             self._stop_clicked()
         elif kind == "hello" and not self.handle.finished:
             self._resync_requested()  # the run's next update carries it; a finished run's snapshot is final
+
+
+def _yield_gil() -> None:
+    time.sleep(0)  # releases the GIL; a thread waiting for it runs first
 
 
 class _Sender:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import threading
+from time import monotonic as _monotonic
 from typing import Any, Callable, List, Optional
 
 from .. import events
@@ -47,7 +48,14 @@ class RunHandle:
         self.note: Optional[str] = None  # e.g. "resuming the stopped run from step 800 to step 2000"
         self.dashboard = None  # the live view, when one is shown
         self._request = None  # ("steps", N) or ("max_steps", N): what the user asked for
-        self.progress = Progress()
+        self._progress = Progress()
+        self._progress_lock = threading.Lock()
+        self._last_loop: Optional[events.LoopFinished] = None  # set per loop; progress reads it lazily
+        self._applied_loop: Optional[events.LoopFinished] = None
+        #: Seconds between "data" notifications to listeners (whose own throttles send ~4/s):
+        #: per loop, the training thread then pays for a queue append and one clock read.
+        self.notify_interval = 0.05
+        self._next_notify = 0.0
         self.store = RunHistory()
         self._listeners: List[Callable[["RunHandle", str], None]] = []
         self._thread: Optional[threading.Thread] = None
@@ -76,6 +84,16 @@ class RunHandle:
 
         steps, values = self.store.series(name)
         return pd.Series(values, index=pd.Index(steps, name="step"), name=name)
+
+    @property
+    def progress(self) -> Progress:
+        """Step, speeds and ETA, brought up to the latest finished loop."""
+        with self._progress_lock:
+            loop = self._last_loop
+            if loop is not None and loop is not self._applied_loop:
+                self._applied_loop = loop
+                self._progress.loop_finished(loop.global_step, loop.wall_time, loop.examples_per_sec)
+            return self._progress
 
     @property
     def global_step(self) -> Optional[int]:
@@ -187,11 +205,16 @@ class RunHandle:
     # -- the event stream (called in the training thread; cheap for other runs' events) -------------
     def _on_event(self, event) -> None:
         if event.run_id == self.run_id and type(event) is events.LoopFinished:
-            # The per-loop path, first and short: O(1) queue append, then the listeners' throttle check.
+            # The per-loop path, first and short: an O(1) queue append, one clock read.
             self.store.add_loop(event.global_step, event.wall_time, event.loss, event.steps_per_sec,
                                 event.examples_per_sec)
-            self.progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
-            self._notify("data")
+            self._last_loop = event
+            if self._applied_loop is None:
+                self.progress  # the first loop's end is where speeds and the ETA are measured from
+            now = _monotonic()
+            if now >= self._next_notify:
+                self._next_notify = now + self.notify_interval
+                self._notify("data")
             return
         if event.run_id != self.run_id:
             if threading.get_ident() != self._ident:
@@ -207,11 +230,6 @@ class RunHandle:
         elif isinstance(event, events.HostCallValues):
             # Once per step: queue only. The LoopFinished that follows each drain notifies the view.
             self.store.queue_scalars(event.global_step, event.values)
-        elif isinstance(event, events.LoopFinished):
-            self.store.add_loop(event.global_step, event.wall_time, event.loss, event.steps_per_sec,
-                                event.examples_per_sec)
-            self.progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
-            self._notify("data")
         elif isinstance(event, events.EvalFinished):
             self.add_eval(event.global_step, event.results)
         elif isinstance(event, events.CheckpointSaved):
