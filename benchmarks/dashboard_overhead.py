@@ -20,10 +20,10 @@ Two measurements per schedule:
 
 1. *Interleaved blocks* (the overhead number): one long training with the
    notebook layer attached for alternate blocks of ~50 ms and detached for the
-   others (a gate in front of the run handle's event handler). Each attached
+   others (its event subscriptions taken off the bus and put back). Each attached
    block's duration is divided by the mean of its two neighbours', which
-   cancels the machine's drift; the mean of those ratios over hundreds of
-   blocks, with its standard error, is the slowdown. Updates to the view are
+   cancels the machine's drift; the mean of those ratios over a thousand or
+   more blocks, with its standard error, is the slowdown. Updates to the view are
    triggered only from attached blocks, on a clock that runs only in them (so
    at the rate of a run attached throughout), and take about a millisecond in
    the dashboard's thread, so their cost lands in those blocks too (the
@@ -47,8 +47,8 @@ is calibrated and subtracted).
 
 How to run (from the repository root)::
 
-    python benchmarks/dashboard_overhead.py                          # ~5 minutes
-    python benchmarks/dashboard_overhead.py --seconds 20 --repeats 3 # quicker, less precise
+    python benchmarks/dashboard_overhead.py                          # ~8 minutes, s.e. ~0.25%
+    python benchmarks/dashboard_overhead.py --seconds 30 --repeats 2 # quicker, s.e. ~0.6%
 """
 
 import argparse
@@ -117,9 +117,10 @@ def make_estimator(schedule):
 class LoopTimes:
     """Records the time of every loop boundary (subscribed in both arms, before the run handle)."""
 
-    def __init__(self, every=None):
+    def __init__(self, every=None, last_step=None):
         self.times, self.steps = [], []
         self.every = every  # flip the gate every this many loops (interleaved blocks), or never
+        self.last_step = last_step
 
     def __call__(self, event):
         if isinstance(event, events.LoopFinished):
@@ -129,15 +130,18 @@ class LoopTimes:
                 # Block k spans boundaries k*every .. (k+1)*every. Everything handled in it (this
                 # boundary's LoopFinished, the next loops' host_call batches and LoopFinished)
                 # comes after this line, so set the block's state here: attached when k is even.
-                _Gate.set(((len(self.times) - 1) // self.every) % 2 == 0)
+                attached = ((len(self.times) - 1) // self.every) % 2 == 0
+                # After the last loop, attach for good: the run's end must reach the handle.
+                _Gate.set(attached or event.global_step >= self.last_step)
 
     def steps_per_sec(self):
         return (self.steps[-1] - self.steps[0]) / (self.times[-1] - self.times[0])
 
 
 class _Gate:
-    """In front of the notebook layer's event handlers: when off, loop and host_call events skip
-    it (run start and end always pass, so the handle's state stays right).
+    """Attaches and detaches the notebook layer: when off, the event bus's subscribers are just the
+    loop clock, so the run handle and the lab comm hear nothing (and nothing stands in their
+    place: the attached blocks run exactly the production path).
 
     ``attached_time()`` is the dashboard's clock: it runs only while the gate is on, so the
     dashboard sends its 4 updates per attached second, as in a run attached throughout (on wall
@@ -145,12 +149,15 @@ class _Gate:
     """
 
     on = True
+    keep = None  # the subscriber that stays when detached (the loop clock)
+    _all = None  # every subscriber, while detached
     _attached = _since = 0.0  # attached_time() was _attached at monotonic time _since
 
     @classmethod
-    def reset(cls):
+    def reset(cls, keep=None):
         """Attached, with the clock at wall time (so a run never gated sees the wall clock)."""
-        cls.on, cls._attached = True, time.monotonic()
+        cls.set(True)
+        cls.keep, cls._attached = keep, time.monotonic()
         cls._since = cls._attached
 
     @classmethod
@@ -158,6 +165,13 @@ class _Gate:
         now = time.monotonic()
         if cls.on:
             cls._attached += now - cls._since
+        if on != cls.on:
+            # The bus copies its list on every change, so swapping whole lists is safe mid-run.
+            if on:
+                events.bus._subscribers = cls._all
+            else:
+                cls._all = events.bus._subscribers
+                events.bus._subscribers = [s for s in cls._all if s is cls.keep]
         cls.on, cls._since = on, now
 
     @classmethod
@@ -188,11 +202,7 @@ class _Timed:
         from tpu_nb.notebook.lab_bridge import LabBridge
 
         on_event, send_update = RunHandle._on_event, Dashboard._send_update
-        gated = (events.LoopFinished, events.HostCallBatch)
-
         def timed_event(self, event):
-            if not _Gate.on and isinstance(event, gated):
-                return
             if not cls.enabled:
                 return on_event(self, event)
             # CPU time of this thread: wall time would also count tf.data's threads and other
@@ -220,8 +230,6 @@ class _Timed:
             cls.sending += time.thread_time() - t - cls.timer_cost
 
         def timed_bridge_event(self, event):
-            if not _Gate.on and isinstance(event, gated):
-                return
             if not cls.enabled:
                 return bridge_event(self, event)
             t = time.thread_time()
@@ -236,8 +244,18 @@ class _Timed:
 
         Dashboard.__init__ = init_with_attached_clock
         cls.timer_cost = cls._calibrate()  # reading the thread clock is a syscall: don't bill it
-        RunHandle._on_event, Dashboard._send_update = timed_event, timed_send
-        LabBridge._on_event, LabBridge._send = timed_bridge_event, timed_bridge_send
+        cls._patches = {(RunHandle, "_on_event"): (on_event, timed_event),
+                        (Dashboard, "_send_update"): (send_update, timed_send),
+                        (LabBridge, "_on_event"): (bridge_event, timed_bridge_event),
+                        (LabBridge, "_send"): (bridge_send, timed_bridge_send)}
+        cls.set_enabled(True)
+
+    @classmethod
+    def set_enabled(cls, enabled):
+        """With the timers (whole runs) or with the original methods (the interleaved run)."""
+        cls.enabled = enabled
+        for (owner, name), (original, timed) in cls._patches.items():
+            setattr(owner, name, timed if enabled else original)
 
     @staticmethod
     def _calibrate(n=20000):
@@ -250,9 +268,9 @@ class _Timed:
 
 def train(schedule, steps, with_dashboard, gate_every=None):
     est = make_estimator(schedule)
-    clock = LoopTimes(gate_every)
+    clock = LoopTimes(gate_every, steps)
     _Timed.reset()
-    _Gate.reset()
+    _Gate.reset(keep=clock)
     t0 = time.perf_counter()
     with events.subscribed(clock), contextlib.redirect_stdout(io.StringIO()):
         if with_dashboard:
@@ -274,11 +292,11 @@ def interleaved(schedule, seconds, rate):
     loop_seconds = SCHEDULES[schedule] / rate
     every = max(1, round(BLOCK_SECONDS / loop_seconds))
     steps = int(seconds * rate) // (2 * every * SCHEDULES[schedule]) * (2 * every * SCHEDULES[schedule])
-    _Timed.enabled = False
+    _Timed.set_enabled(False)
     try:
         clock, _ = train(schedule, steps, True, gate_every=every)
     finally:
-        _Timed.enabled = True
+        _Timed.set_enabled(True)
     t = np.asarray(clock.times)
     durations = t[every::every] - t[:-every:every]
     first = 2 * max(1, len(durations) // 20)  # skip the warm-up; an attached (even) block
@@ -295,7 +313,7 @@ def _serialize_like_a_kernel(self, data=None, metadata=None, buffers=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=60, help="length of the interleaved run per schedule")
+    parser.add_argument("--seconds", type=float, default=150, help="length of the interleaved run per schedule")
     parser.add_argument("--steps", type=int, default=10000, help="steps of each whole run")
     parser.add_argument("--repeats", type=int, default=6, help="whole runs per arm")
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
