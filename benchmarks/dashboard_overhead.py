@@ -188,7 +188,7 @@ class _Timed:
     timer_cost = 0.0
 
     sends = 0
-    enabled = True  # off in the interleaved run: reading thread clocks costs time of its own
+    enabled = True  # False in the interleaved run: reading thread clocks costs time of its own
 
     @classmethod
     def reset(cls):
@@ -201,40 +201,29 @@ class _Timed:
         from tpu_nb.notebook.handles import RunHandle
         from tpu_nb.notebook.lab_bridge import LabBridge
 
-        on_event, send_update = RunHandle._on_event, Dashboard._send_update
-        def timed_event(self, event):
-            if not cls.enabled:
-                return on_event(self, event)
-            # CPU time of this thread: wall time would also count tf.data's threads and other
-            # processes taking the core away mid-call.
-            t = time.thread_time()
-            on_event(self, event)
-            cls.spent += time.thread_time() - t - cls.timer_cost
+        def timed(original, total, counts_sends=False, main_thread=True):
+            """``original`` wrapped to add its CPU time to ``cls.<total>``. CPU time of this
+            thread: wall time would also count tf.data's threads and other processes taking the
+            core away mid-call."""
 
-        def timed_send(self):
-            if not cls.enabled:
-                return send_update(self)
-            t = time.thread_time()
-            send_update(self)
-            cls.sending += time.thread_time() - t - cls.timer_cost
-            cls.sends += 1
+            def wrapper(self, *args):
+                if not main_thread and threading.current_thread() is threading.main_thread():
+                    return original(self, *args)
+                t = time.thread_time()
+                try:
+                    return original(self, *args)
+                finally:
+                    setattr(cls, total, getattr(cls, total) + time.thread_time() - t - cls.timer_cost)
+                    cls.sends += counts_sends
 
-        bridge_event, bridge_send = LabBridge._on_event, LabBridge._send
+            return wrapper
 
-        def timed_bridge_send(self):
-            # Inline sends are already inside timed_bridge_event; count only the timer thread's.
-            if not cls.enabled or threading.current_thread() is threading.main_thread():
-                return bridge_send(self)
-            t = time.thread_time()
-            bridge_send(self)
-            cls.sending += time.thread_time() - t - cls.timer_cost
-
-        def timed_bridge_event(self, event):
-            if not cls.enabled:
-                return bridge_event(self, event)
-            t = time.thread_time()
-            bridge_event(self, event)
-            cls.spent += time.thread_time() - t - cls.timer_cost
+        wrappers = {(RunHandle, "_on_event"): timed(RunHandle._on_event, "spent"),
+                    (Dashboard, "_send_update"): timed(Dashboard._send_update, "sending", counts_sends=True),
+                    (LabBridge, "_on_event"): timed(LabBridge._on_event, "spent"),
+                    # Inline sends are already inside the timed _on_event; count the ticker's only.
+                    (LabBridge, "_send"): timed(LabBridge._send, "sending", main_thread=False)}
+        patches = {key: (getattr(*key), wrapper) for key, wrapper in wrappers.items()}
 
         init = Dashboard.__init__
 
@@ -244,10 +233,7 @@ class _Timed:
 
         Dashboard.__init__ = init_with_attached_clock
         cls.timer_cost = cls._calibrate()  # reading the thread clock is a syscall: don't bill it
-        cls._patches = {(RunHandle, "_on_event"): (on_event, timed_event),
-                        (Dashboard, "_send_update"): (send_update, timed_send),
-                        (LabBridge, "_on_event"): (bridge_event, timed_bridge_event),
-                        (LabBridge, "_send"): (bridge_send, timed_bridge_send)}
+        cls._patches = patches
         cls.set_enabled(True)
 
     @classmethod
