@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 _log = logging.getLogger("tpu_nb")
 
@@ -76,9 +76,6 @@ class HostCallBatch:
     run_id: int
     global_steps: Any
     values: Dict[str, Any]
-
-    def __len__(self) -> int:
-        return len(self.global_steps)
 
     def records(self) -> List[HostCallValues]:
         names = list(self.values)

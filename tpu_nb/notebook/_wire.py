@@ -14,7 +14,6 @@ to 5 significant digits (the chart cannot show more) and NaN/Inf as ``null``
 from __future__ import annotations
 
 import json
-import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -114,9 +113,6 @@ class DeltaCursor:
     def mark_all_sent(self, history: RunHistory) -> None:
         """After a snapshot, the browser has everything."""
         self._sent = history.lengths()
-
-    def pending(self, history: RunHistory) -> bool:
-        return any(n > self._sent.get(name, 0) for name, n in history.lengths().items() if name not in NOT_CHARTED)
 
     def next_delta(self, history: RunHistory, reserved_bytes: int = 0,
                    between: Optional[Callable[[], None]] = None) -> Dict[str, List[list]]:

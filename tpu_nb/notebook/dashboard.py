@@ -142,8 +142,8 @@ class Dashboard(anywidget.AnyWidget):
         self.send({"type": "delta", "status": status, "series": series})
 
     def _on_change(self, handle: RunHandle, what: str) -> None:
-        # Called in the training thread at every loop (and host_call step): everything but the
-        # throttle check waits for an update slot.
+        # Called in the training thread (at most 20 times a second while data flows, see
+        # RunHandle.notify_interval): everything but the throttle check waits for an update slot.
         if what == "final":
             self._finish()
             return
