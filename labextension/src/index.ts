@@ -238,11 +238,14 @@ class RunsPanel extends Widget {
     head.className = 'tpunb-panel-head';
     head.textContent = 'tpu_nb runs';
     node.appendChild(head);
-    if (!link || !status) {
+    const note = (text: string) => {
       const empty = document.createElement('p');
       empty.className = 'tpunb-panel-empty';
-      empty.textContent = 'Run %load_ext tpu_nb in the current notebook to list its runs here.';
+      empty.textContent = text;
       node.appendChild(empty);
+    };
+    if (!link || !status) {
+      note('Run %load_ext tpu_nb in the current notebook to list its runs here.');
       return;
     }
     const backend = document.createElement('div');
@@ -250,10 +253,7 @@ class RunsPanel extends Widget {
     backend.textContent = `kernel backend: ${backendLabel(status.backend)}`;
     node.appendChild(backend);
     if (status.runs.length === 0) {
-      const empty = document.createElement('p');
-      empty.className = 'tpunb-panel-empty';
-      empty.textContent = 'No runs in this kernel yet.';
-      node.appendChild(empty);
+      note('No runs in this kernel yet.');
       return;
     }
     const table = document.createElement('table');
