@@ -65,10 +65,9 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
             else:
                 built = _build(est, input_fn, predict_keys)
             spec, predictions, initializer, loopable, session_config = built
-            sess, hooked = _open_session(spec, initializer, hooks, ckpt, session_config)
+            sess, next_batch = _open_session(spec, predictions, initializer, hooks, ckpt, session_config)
         with sess:
             single_shot = not loopable
-            next_batch = _batch_reader(sess, predictions, hooked)
             while True:
                 preds = next_batch()
                 if preds is None:
@@ -87,36 +86,6 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
                             yield preds[i]
                 if single_shot:
                     break
-
-
-def _batch_reader(sess, predictions, hooked):
-    """A function returning the next batch of predictions, or None at the end of the input.
-
-    Without hooks there is nothing for MonitoredSession to wrap around each run, so batches are
-    fetched through a callable on the raw session: about 3x less overhead per batch, which is most
-    of predict's own cost for small models.
-    """
-    if not hooked:
-        raw = sess.run_step_fn(lambda step_context: step_context.session)
-        fetch = raw.make_callable(predictions)
-
-        def read_raw():
-            try:
-                return fetch()
-            except tf.errors.OutOfRangeError:
-                return None
-
-        return read_raw
-
-    def read_hooked():
-        if sess.should_stop():
-            return None
-        try:
-            return sess.run(predictions)
-        except tf.errors.OutOfRangeError:
-            return None
-
-    return read_hooked
 
 
 def _build(est, input_fn, predict_keys):
@@ -143,10 +112,55 @@ def _build_sharded(est, input_fn, predict_keys, topology):
     return step.spec, predictions, initializer, True, topology.session_config(est.config.session_config)
 
 
-def _open_session(spec, initializer, hooks, ckpt, session_config):
-    """The MonitoredSession restoring ``ckpt``; returns it and whether any hook is attached."""
-    scaffold = merge_scaffold(user_scaffold(spec), [initializer])
-    creator = tf.compat.v1.train.ChiefSessionCreator(
-        scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
+def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
+    """A session restoring ``ckpt``, and a function returning the next batch (None at the end).
+
+    With hooks or a user Scaffold, a MonitoredSession runs them. Without, there is nothing for it
+    to wrap around each run, so a plain Session restores the checkpoint and batches come through
+    a callable: 30-50 ms less setup and about 3x less overhead per batch, which is most of
+    predict's own cost for small models.
+    """
+    user = user_scaffold(spec)
     all_hooks = hooks + list(spec.prediction_hooks)
-    return tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks), bool(all_hooks)
+    if all_hooks or user is not None:
+        scaffold = merge_scaffold(user, [initializer])
+        creator = tf.compat.v1.train.ChiefSessionCreator(
+            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
+        sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
+
+        def read_monitored():
+            if sess.should_stop():
+                return None
+            try:
+                return sess.run(predictions)
+            except tf.errors.OutOfRangeError:
+                return None
+
+        return sess, read_monitored
+
+    saver = tf.compat.v1.train.Saver(sharded=True, allow_empty=True)
+    local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+    if initializer is not None:
+        local_init.append(initializer)
+    local_init = tf.group(*local_init)
+    fresh_init = tf.compat.v1.global_variables_initializer() if ckpt is None else None
+    tf.compat.v1.get_default_graph().finalize()  # as MonitoredSession does: no ops added per batch
+    sess = tf.compat.v1.Session(config=session_config)
+    try:
+        if ckpt is None:
+            sess.run(fresh_init)
+        else:
+            saver.restore(sess, ckpt)
+        sess.run(local_init)
+    except BaseException:
+        sess.close()
+        raise
+    fetch = sess.make_callable(predictions)
+
+    def read_plain():
+        try:
+            return fetch()
+        except tf.errors.OutOfRangeError:
+            return None
+
+    return sess, read_plain
