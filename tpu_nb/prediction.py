@@ -11,7 +11,7 @@ from .evaluation import resolve_checkpoint
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
-from .scaffolds import merge_scaffold, user_scaffold
+from .scaffolds import local_init_op, merge_scaffold, user_scaffold
 from .tf_logs import quiet_tf_logs
 from .training import check_hooks
 
@@ -139,10 +139,7 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
         return sess, read_monitored
 
     saver = tf.compat.v1.train.Saver(sharded=True, allow_empty=True)
-    local_init = [tf.compat.v1.train.Scaffold.default_local_init_op()]
-    if initializer is not None:
-        local_init.append(initializer)
-    local_init = tf.group(*local_init)
+    local_init = local_init_op([initializer])
     fresh_init = tf.compat.v1.global_variables_initializer() if ckpt is None else None
     tf.compat.v1.get_default_graph().finalize()  # as MonitoredSession does: no ops added per batch
     sess = tf.compat.v1.Session(config=session_config)

@@ -14,14 +14,18 @@ def user_scaffold(spec):
     return spec.scaffold_fn() if spec.scaffold_fn is not None else None
 
 
+def local_init_op(extra=()):
+    """One op running the default local initializers (local variables, tables, local resources)
+    and each of ``extra`` that is not None (such as an input iterator's initializer)."""
+    ops = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+    ops.extend(op for op in extra if op is not None)
+    return tf.group(*ops)
+
+
 def merge_scaffold(user, extra_local_init=(), saver=None):
     """A Scaffold running the user's init pieces plus the engine's local initializers."""
     if user is not None and not isinstance(user, tf.compat.v1.train.Scaffold):
         raise TypeError(f"scaffold_fn must return a tf.compat.v1.train.Scaffold or None, got {type(user).__name__}.")
-    local_inits = [tf.compat.v1.train.Scaffold.default_local_init_op()]
-    local_inits.extend(op for op in extra_local_init if op is not None)
-    if user is not None and user.local_init_op is not None:
-        local_inits.append(user.local_init_op)
     if user is not None and user.saver is not None:
         saver = user.saver
     init_fn = None
@@ -34,7 +38,7 @@ def merge_scaffold(user, extra_local_init=(), saver=None):
         init_fn=init_fn,
         ready_op=user.ready_op if user is not None else None,
         ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
-        local_init_op=tf.group(*local_inits),
+        local_init_op=local_init_op([*extra_local_init, user.local_init_op if user is not None else None]),
         summary_op=user.summary_op if user is not None else None,
         saver=saver,
     )
