@@ -79,8 +79,8 @@ def test_predict_from_a_checkpoint_missing_a_variable_names_it(tmp_path):
     def model_fn_with_extra(features, labels, mode, params):
         spec = model_fn(features, labels, mode, params)
         extra = tf.compat.v1.get_variable("extra_scale", [], initializer=tf.compat.v1.ones_initializer())
-        return tpu_nb.TPUEstimatorSpec(mode, predictions={k: v for k, v in spec.predictions.items()} | {
-            "scaled": spec.predictions["logits"] * extra})
+        return tpu_nb.TPUEstimatorSpec(mode, predictions=dict(spec.predictions,
+                                                             scaled=spec.predictions["logits"] * extra))
 
     other = estimator(tmp_path / "missing", fn=model_fn_with_extra)
     with pytest.raises(tf.errors.NotFoundError, match="extra_scale"):
