@@ -244,7 +244,7 @@ class LabBridge:
         while not self._closed.wait(self._throttle.interval):
             with self._lock:
                 live = [run for run in self._runs.values() if run.live]
-                if any([run.apply_last_loop() for run in live]):
+                if any([run.apply_last_loop() for run in live]):  # a list: every run applies, no short cut
                     self._dirty = True
                 if self._dirty and self._timer is None and self._throttle.due():
                     self._send()
