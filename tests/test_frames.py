@@ -207,7 +207,7 @@ def test_shards_give_one_row_per_real_example(trained_dir, pad_to):
     # 100 examples on 4 shards at batch 16: the engine pads the last batch (and slices it off); with
     # pad_to the user's pipeline also pads to 112 rows and marks them with is_padding.
     config = tpu_nb.RunConfig(model_dir=trained_dir, cluster=tpu_nb.SimulatedTPU(4))
-    est = tpu_nb.TPUEstimator(_model_fn, config=config, predict_batch_size=16)
+    est = tpu_nb.TPUEstimator(_model_fn, config=config, train_batch_size=16, predict_batch_size=16)
     df = predict_frame(est, _input_fn(100, pad_to=pad_to), index="index")
     assert df.index.tolist() == list(range(100))
     assert "is_padding" not in df.columns

@@ -262,10 +262,10 @@ def test_environment_variable_turns_a_tpu_program_into_a_simulated_run(tmp_path,
 def test_sharded_training_needs_steps_and_batch_size(tmp_path):
     with pytest.raises(ValueError, match="needs steps or max_steps"):
         _estimator(tmp_path, _linear_model_fn).train(train_input_fn)
-    est = tpu_nb.TPUEstimator(_linear_model_fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path),
-                                                                        cluster=tpu_nb.SimulatedTPU(8)))
-    with pytest.raises(ValueError, match="train_batch_size is required"):
-        est.train(train_input_fn, steps=1)
+    # As the original, use_tpu=True needs train_batch_size already in the constructor.
+    with pytest.raises(ValueError, match="`train_batch_size` cannot be `None` when use_tpu=True"):
+        tpu_nb.TPUEstimator(_linear_model_fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path),
+                                                                      cluster=tpu_nb.SimulatedTPU(8)))
 
 
 def test_num_shards_must_match(tmp_path):

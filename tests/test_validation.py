@@ -19,7 +19,7 @@ def test_config_must_be_ours():
     class Foreign:
         pass
 
-    with pytest.raises(TypeError, match="config must be a tpu_nb.RunConfig"):
+    with pytest.raises(TypeError, match="must be provided with type `tpu_config.RunConfig`.*tpu_nb.RunConfig"):
         tpu_nb.TPUEstimator(model_fn, config=Foreign(), use_tpu=False)
 
 
@@ -58,7 +58,7 @@ def test_model_fn_argument_names():
     def bad(features, labels, mode, hparams):
         pass
 
-    with pytest.raises(ValueError, match=r"unexpected argument\(s\) \['hparams'\]"):
+    with pytest.raises(ValueError, match=r"has following not expected args: \['hparams'\]"):
         tpu_nb.TPUEstimator(bad, use_tpu=False)
     with pytest.raises(ValueError, match="argument named 'features'"):
         tpu_nb.TPUEstimator(lambda x, labels: None, use_tpu=False)

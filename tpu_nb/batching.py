@@ -41,9 +41,10 @@ class BatchPlan:
 
 def _check(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be int, got {value!r} ({type(value).__name__}): pass a whole number.")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+        wanted = "must be positive" if minimum == 1 else f"must be >= {minimum}"
+        raise ValueError(f"{name} {wanted}, got {value}: pass a whole number >= {minimum}.")
     return int(value)
 
 
@@ -74,8 +75,8 @@ def plan_batches(global_batch: int, num_replicas: int = 1, num_hosts: int = 1,
     if g % r:
         lower, upper = (g // r) * r, (g // r + 1) * r
         raise ValueError(
-            f"{mode.name}: the {phase} batch size {g} is not divisible by the {r} shards. "
-            f"Use a multiple of {r}, e.g. {lower or upper} or {upper}."
+            f"{mode.name}: the {phase} batch size {g} is not divisible by the {r} shards (a global batch size "
+            f"must be divisible by the number of shards). Use a multiple of {r}, e.g. {lower or upper} or {upper}."
         )
     per_replica = g // r
     if mode == InputPipelineConfig.PER_SHARD_V1:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import tempfile
 from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
-from .config import RunConfig
+from .config import RunConfig, check_estimator_config, check_positive_int
 from .interrupts import StopRequest
 from .model_calls import check_params
 from .signatures import check_model_fn
@@ -23,11 +22,7 @@ _log = logging.getLogger("tpu_nb")
 def _check_batch_size(name, value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}).")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}.")
-    return int(value)
+    return check_positive_int(name, value)
 
 
 class TPUEstimator:
@@ -56,13 +51,7 @@ class TPUEstimator:
         if model_fn is None:
             raise ValueError("model_fn must be provided.")
         check_model_fn(model_fn)
-        if config is None:
-            config = RunConfig()
-        if not isinstance(config, RunConfig):
-            raise TypeError(
-                f"config must be a tpu_nb.RunConfig, got {type(config).__module__}.{type(config).__name__}. "
-                "Build it with tpu_nb.RunConfig(tpu_config=tpu_nb.TPUConfig(...), ...)."
-            )
+        config = check_estimator_config(config, use_tpu)
         if model_dir is not None:
             model_dir = os.fspath(model_dir)
             if config.model_dir is not None and os.path.abspath(config.model_dir) != os.path.abspath(model_dir):
@@ -74,6 +63,10 @@ class TPUEstimator:
             config = config.replace(model_dir=tempfile.mkdtemp(prefix="tpu_nb_model_"))
             _log.warning("No model_dir given: using the temporary directory %s.", config.model_dir)
         self._params = check_params(params)
+        if use_tpu and train_batch_size is None:
+            # As the original: required up front, even for a program that only evaluates or predicts.
+            raise ValueError("`train_batch_size` cannot be `None` when use_tpu=True: pass the global batch size, "
+                             "e.g. TPUEstimator(..., train_batch_size=1024), or use_tpu=False to run unsharded.")
         self._train_batch_size = _check_batch_size("train_batch_size", train_batch_size)
         self._eval_batch_size = _check_batch_size("eval_batch_size", eval_batch_size)
         self._predict_batch_size = _check_batch_size("predict_batch_size", predict_batch_size)
@@ -116,13 +109,15 @@ class TPUEstimator:
         if not self._use_tpu or (what == "evaluate" and not self._eval_on_tpu):
             return single_device()
         sim = cfg.cluster if isinstance(cfg.cluster, SimulatedTPU) else simulated_from_env()
+        # evaluate() talks to evaluation_master (defaults to master); '' means "no remote master".
+        master = cfg.evaluation_master if what == "evaluate" else cfg.master
         if sim is not None:
             topology = simulated(sim)
-        elif cfg.cluster is not None or cfg.master:
+        elif cfg.cluster is not None or master:
             from .tpu_connection import resolve_tpu
 
             # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
-            found = resolve_tpu(cfg.cluster if cfg.cluster is not None else cfg.master,
+            found = resolve_tpu(cfg.cluster if cfg.cluster is not None else master,
                                 timeout_secs=cfg.tpu_config.connect_timeout_secs)
             raise RuntimeError(
                 f"Found the TPU at {found.master or 'local'} ({found.num_cores} cores on {found.num_hosts} "
@@ -140,8 +135,9 @@ class TPUEstimator:
             )
         num_shards = cfg.tpu_config.num_shards
         if num_shards is not None and num_shards != topology.num_replicas:
-            raise ValueError(f"TPUConfig.num_shards={num_shards} does not match the {topology.num_replicas} "
-                             f"shards of {topology.description}: drop num_shards or make them equal.")
+            raise ValueError(f"TPUConfig.num_shards is not set correctly: num_shards={num_shards} does not match the "
+                             f"{topology.num_replicas} shards of {topology.description}: drop num_shards or make "
+                             "them equal.")
         return topology
 
     # -- the four verbs ---------------------------------------------------------

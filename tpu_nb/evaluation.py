@@ -114,8 +114,9 @@ def _sharded_setup(est, input_fn, topology, mode, batch_size, what):
     from .sharded_inputs import InputContext, ShardedInput
 
     if batch_size is None:
-        raise ValueError(f"{what} on {topology.description} needs a global batch size: pass "
-                         f"TPUEstimator(..., {'eval' if mode == ModeKeys.EVAL else 'predict'}_batch_size=N).")
+        kind = "eval" if mode == ModeKeys.EVAL else "predict"
+        raise ValueError(f"{kind}_batch_size in TPUEstimator constructor cannot be `None` when {what} runs on "
+                         f"{topology.description}: pass the global batch size, TPUEstimator(..., {kind}_batch_size=N).")
     plan = plan_batches(batch_size, topology.num_replicas, topology.num_hosts, eval_input_mode(est), mode)
     strategy = make_strategy(topology)
     context = InputContext(topology, mode, plan)

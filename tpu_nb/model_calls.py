@@ -23,9 +23,9 @@ def check_params(params) -> Dict[str, Any]:
     for key in _RESERVED_PARAMS:
         if key in params:
             raise ValueError(
-                f"params must not contain the reserved key {key!r}: TPUEstimator sets it for "
-                "input_fn and model_fn. Pass the global batch size as train_batch_size/"
-                "eval_batch_size/predict_batch_size instead."
+                f"params contains the reserved key {key!r}: {list(_RESERVED_PARAMS)} are reserved keys, which "
+                "TPUEstimator sets for input_fn and model_fn. Remove it from params and pass the global batch "
+                "size as train_batch_size/eval_batch_size/predict_batch_size instead."
             )
     return dict(params)
 
@@ -101,9 +101,12 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         pass
     elif isinstance(spec, EstimatorSpec):
         if not allow_estimator_spec:
+            # "... must have type`TPUEstimatorSpec`" (sic) is the original's wording, which callers match on.
+            phase = "evaluation" if mode == ModeKeys.EVAL else "prediction"
             raise RuntimeError(
-                "model_fn returned an EstimatorSpec, which sharded evaluation and prediction cannot "
-                "run: return a TPUEstimatorSpec (with eval_metrics=(metric_fn, tensors) for metrics)."
+                f"estimator_spec used by TPU {phase} must have type`TPUEstimatorSpec`: model_fn returned an "
+                "EstimatorSpec, which sharded evaluation and prediction cannot run. Return a TPUEstimatorSpec "
+                "(with eval_metrics=(metric_fn, tensors) for metrics)."
             )
     else:
         raise TypeError(

@@ -21,7 +21,8 @@ def check_step_arg(name: str, value) -> Optional[int]:
             f"Pass a whole number of steps, e.g. {name}={int(value) if isinstance(value, numbers.Real) else 1000}."
         )
     if value <= 0:
-        raise ValueError(f"{name} must be a positive number of steps, got {value}.")
+        # "Must specify steps > 0" is the original's wording, which callers match on.
+        raise ValueError(f"Must specify {name} > 0, given: {value}. Pass a positive number of steps, or None.")
     return int(value)
 
 

@@ -151,8 +151,8 @@ class ShardedStep:
                         value = tf.convert_to_tensor(value)
                         if value.shape.rank == 0 or value.shape[0] != self.plan.model_fn_batch:
                             raise ValueError(
-                                f"prediction {key!r} must have the per-shard batch size "
-                                f"{self.plan.model_fn_batch} as its static first dimension, got shape {value.shape}."
+                                f"prediction {key!r} has shape {value.shape}: its first dimension should be static "
+                                f"and equal to the per-shard batch size {self.plan.model_fn_batch}."
                             )
                     outputs["predictions"] = dict(preds)
             return outputs

@@ -78,7 +78,7 @@ def check_model_fn(model_fn: Callable) -> Tuple[str, ...]:
     unexpected = [a for a in args if a not in _MODEL_FN_ALLOWED]
     if unexpected:
         raise ValueError(
-            f"model_fn {describe(model_fn)} has unexpected argument(s) {unexpected}. "
+            f"model_fn {describe(model_fn)} has following not expected args: {unexpected}. "
             f"It may only take {list(_MODEL_FN_ALLOWED)}; give the others default values via functools.partial."
         )
     return args
