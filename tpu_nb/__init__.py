@@ -16,6 +16,8 @@ from .model_dir_lock import ModelDirBusyError
 from .modes import ModeKeys
 from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
 from .multi_worker import WorkerLostError
+from .serving_inputs import (SupervisedInputReceiver, build_parsing_serving_input_receiver_fn,
+                             build_raw_serving_input_receiver_fn, build_raw_supervised_input_receiver_fn)
 from .topology import MultiWorker, SimulatedTPU
 from .tpu_connection import TPUConnectionError, TPUTopology, resolve_tpu
 from .training import NanLossError
@@ -48,6 +50,10 @@ __all__ = [
     "RegressionOutput",
     "RunConfig",
     "ServingInputReceiver",
+    "SupervisedInputReceiver",
+    "build_parsing_serving_input_receiver_fn",
+    "build_raw_serving_input_receiver_fn",
+    "build_raw_supervised_input_receiver_fn",
     "SimulatedTPU",
     "TPUConfig",
     "TensorServingInputReceiver",

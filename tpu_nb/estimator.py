@@ -192,14 +192,18 @@ class TPUEstimator:
 
     def export_saved_model(self, export_dir_base, serving_input_receiver_fn, assets_extra=None, as_text=False,
                            checkpoint_path=None, experimental_mode=None):
-        """Writes a SavedModel with the ``serve`` (CPU) and ``serve,tpu`` metagraphs; returns its path (bytes)."""
+        """Writes a SavedModel with the ``serve`` (CPU) and ``serve,tpu`` metagraphs; returns its path (bytes).
+
+        ``experimental_mode=ModeKeys.EVAL`` or ``TRAIN`` writes one CPU metagraph tagged ``eval`` /
+        ``train`` instead; its receiver function returns a ``SupervisedInputReceiver``
+        (see ``build_raw_supervised_input_receiver_fn``).
+        """
         from .export import run_export
 
-        if experimental_mode not in (None, "infer"):
-            raise ValueError("export_saved_model only exports the PREDICT mode (experimental_mode=ModeKeys.PREDICT).")
         with quiet_tf_logs():
             return run_export(self, export_dir_base, serving_input_receiver_fn, assets_extra=assets_extra,
-                              as_text=as_text, checkpoint_path=checkpoint_path)
+                              as_text=as_text, checkpoint_path=checkpoint_path,
+                              mode=experimental_mode or "infer")
 
     export_savedmodel = export_saved_model
 

@@ -3,7 +3,8 @@
 The CPU metagraph and the TPU metagraph are built in two separate graphs:
 a single TPU op anywhere in a graph breaks every CPU session run of it.
 Variables are restored from the checkpoint in the CPU graph and saved once;
-both metagraphs reference them by name.
+both metagraphs reference them by name. ``experimental_mode=TRAIN`` / ``EVAL``
+write one CPU metagraph tagged ``train`` / ``eval`` instead, as the original did.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tensorflow.python.saved_model.model_utils import export_utils as _export_ut
 
 from .model_calls import call_model_fn
 from .modes import ModeKeys
-from .spec import ServingInputReceiver, TensorServingInputReceiver
+from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
 
 _log = logging.getLogger("tpu_nb")
 
@@ -43,16 +44,34 @@ def _receiver(serving_input_receiver_fn):
     )
 
 
+_DEFAULT_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+
+
 def _export_outputs(spec):
+    """The spec's export outputs, with ``serving_default`` added when there is exactly one (as the original)."""
     outputs = spec.export_outputs
     if outputs is None:
         predictions = spec.predictions
         if not isinstance(predictions, dict):
             predictions = {"output": predictions}
-        return {tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: PredictOutput(predictions)}
+        return {_DEFAULT_KEY: PredictOutput(predictions)}
     if not isinstance(outputs, dict):
         raise TypeError("export_outputs must be a dict of signature name -> PredictOutput/ClassificationOutput/...")
-    return dict(outputs)
+    outputs = dict(outputs)
+    for key, out in outputs.items():
+        if not isinstance(out, _export_output.ExportOutput):
+            raise TypeError(f"export_outputs[{key!r}] must be a PredictOutput, ClassificationOutput or "
+                            f"RegressionOutput, got {type(out).__name__}.")
+    if len(outputs) == 1 and _DEFAULT_KEY not in outputs:
+        # TF Serving clients that name no signature ask for serving_default.
+        (only,) = outputs.values()
+        outputs[_DEFAULT_KEY] = only
+    elif len(outputs) > 1 and _DEFAULT_KEY not in outputs:
+        raise ValueError(
+            f"model_fn returned {len(outputs)} export_outputs {sorted(outputs)}, but none of them are specified as "
+            f"the default: name one of them tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY ('{_DEFAULT_KEY}')."
+        )
+    return outputs
 
 
 def _flatten_outputs(outputs):
@@ -94,9 +113,58 @@ def _signatures(receiver, outputs):
         receiver.receiver_tensors, outputs, receiver.receiver_tensors_alternatives, serving_only=True)
 
 
+def _supervised_receiver(receiver_fn, mode):
+    from .serving_inputs import SupervisedInputReceiver
+
+    receiver = receiver_fn()
+    if isinstance(receiver, SupervisedInputReceiver):
+        return receiver
+    if all(hasattr(receiver, a) for a in ("features", "labels", "receiver_tensors")):
+        return SupervisedInputReceiver(receiver.features, receiver.labels, receiver.receiver_tensors)
+    raise TypeError(
+        f"export_saved_model(experimental_mode={mode!r}) needs a receiver function returning "
+        "tpu_nb.SupervisedInputReceiver(features, labels, receiver_tensors) (labels are needed to compute the "
+        f"loss), got {type(receiver).__name__}. tpu_nb.build_raw_supervised_input_receiver_fn(features, labels) "
+        "builds one."
+    )
+
+
+def _add_supervised_metagraph(est, builder, receiver_fn, mode, ckpt):
+    """The CPU metagraph of a TRAIN or EVAL export: tags ``train`` / ``eval``, loss, metrics and the train op."""
+    with tf.Graph().as_default():
+        receiver = _supervised_receiver(receiver_fn, mode)
+        tf.compat.v1.train.get_or_create_global_step()
+        if est.config.tf_random_seed is not None:
+            tf.compat.v1.set_random_seed(est.config.tf_random_seed)
+        spec = call_model_fn(est.model_fn, receiver.features, receiver.labels, mode, est.config, est.params,
+                             None, False)
+        if isinstance(spec, TPUEstimatorSpec):
+            spec = spec.as_estimator_spec()  # eval_metrics run on the CPU here, as in the original
+        outputs = _export_utils.export_outputs_for_mode(
+            mode, serving_export_outputs=spec.export_outputs, predictions=spec.predictions, loss=spec.loss,
+            metrics=spec.eval_metric_ops)
+        signatures = _export_utils.build_all_signature_defs(receiver.receiver_tensors, outputs, None,
+                                                            serving_only=False)
+        scaffold = spec.scaffold if isinstance(spec, EstimatorSpec) else None
+        saver = (scaffold.saver if scaffold is not None and scaffold.saver is not None
+                 else tf.compat.v1.train.Saver(sharded=True))
+        local_init = (scaffold.local_init_op if scaffold is not None and scaffold.local_init_op is not None
+                      else tf.compat.v1.train.Scaffold.default_local_init_op())
+        with tf.compat.v1.Session(config=est.config.session_config) as sess:
+            saver.restore(sess, ckpt)
+            builder._add_train_op(spec.train_op)  # noqa: SLF001  (None in EVAL: a no-op, as the original)
+            builder.add_meta_graph_and_variables(
+                sess, list(_export_utils.EXPORT_TAG_MAP[mode]), signature_def_map=signatures, main_op=local_init,
+                strip_default_attrs=True, saver=saver)
+
+
 def run_export(est, export_dir_base, serving_input_receiver_fn, assets_extra=None, as_text=False,
-               checkpoint_path=None):
-    """Implements ``TPUEstimator.export_saved_model``; returns the export directory (bytes, as the original)."""
+               checkpoint_path=None, mode=ModeKeys.PREDICT):
+    """Implements ``TPUEstimator.export_saved_model``; returns the export directory (bytes, as the original).
+
+    ``mode`` ``ModeKeys.PREDICT`` writes ``serve`` (and ``serve,tpu``); ``TRAIN`` / ``EVAL`` write one CPU
+    metagraph tagged ``train`` / ``eval`` from a receiver function returning a ``SupervisedInputReceiver``.
+    """
     from .evaluation import resolve_checkpoint
 
     if not est.export_to_cpu and not est.export_to_tpu:
@@ -104,6 +172,12 @@ def run_export(est, export_dir_base, serving_input_receiver_fn, assets_extra=Non
                          "set at least one of them to True.")
     if not callable(serving_input_receiver_fn):
         raise TypeError("serving_input_receiver_fn must be a function returning a ServingInputReceiver.")
+    if mode not in ModeKeys.ALL:
+        raise ValueError(f"experimental_mode must be ModeKeys.PREDICT, ModeKeys.EVAL or ModeKeys.TRAIN, got {mode!r}.")
+    if mode != ModeKeys.PREDICT and not est.export_to_cpu:
+        raise ValueError(f"export_saved_model(experimental_mode={mode!r}) writes a CPU metagraph only (the TPU "
+                         "metagraph exists for PREDICT alone), but export_to_cpu=False: construct the TPUEstimator "
+                         "with export_to_cpu=True.")
     if checkpoint_path is None and tf.train.latest_checkpoint(est.model_dir) is None:
         raise ValueError(f"Couldn't find a trained model in model_dir {est.model_dir!r}: call train() first, "
                          "or pass checkpoint_path.")
@@ -112,6 +186,9 @@ def run_export(est, export_dir_base, serving_input_receiver_fn, assets_extra=Non
     export_dir = _export_utils.get_timestamped_export_dir(export_dir_base)
     temp_dir = _export_utils.get_temp_export_dir(export_dir)
     builder = tf.compat.v1.saved_model.Builder(temp_dir)
+    if mode != ModeKeys.PREDICT:
+        _add_supervised_metagraph(est, builder, serving_input_receiver_fn, mode, ckpt)
+        return _finish(builder, temp_dir, export_dir, as_text, assets_extra, [mode])
 
     # CPU graph: restores the variables (always; the TPU graph cannot run) and holds the `serve` metagraph.
     cpu_graph = tf.Graph()
@@ -152,16 +229,22 @@ def run_export(est, export_dir_base, serving_input_receiver_fn, assets_extra=Non
                 [SERVE, TPU], signature_def_map=signatures, main_op=tf.compat.v1.tables_initializer(),
                 strip_default_attrs=True, saver=tf.compat.v1.train.Saver(sharded=True))
 
+    metagraphs = [t for t, on in (("serve", est.export_to_cpu), ("serve,tpu", est.export_to_tpu)) if on]
+    return _finish(builder, temp_dir, export_dir, as_text, assets_extra, metagraphs)
+
+
+def _finish(builder, temp_dir, export_dir, as_text, assets_extra, metagraphs):
+    """Writes the SavedModel and extra assets, then moves it into place; returns ``export_dir``."""
     builder.save(as_text)
     if assets_extra:
-        extra_dir = os.path.join(temp_dir, "assets.extra")
+        extra_dir = os.path.join(os.fsdecode(temp_dir), "assets.extra")
         for dest, src in assets_extra.items():
             target = os.path.join(extra_dir, dest)
             tf.io.gfile.makedirs(os.path.dirname(target))
             tf.io.gfile.copy(src, target)
     tf.io.gfile.rename(temp_dir, export_dir)
-    _log.info("Exported SavedModel to %s (metagraphs: %s).", export_dir,
-              ", ".join(t for t, on in (("serve", est.export_to_cpu), ("serve,tpu", est.export_to_tpu)) if on))
+    # The path is bytes (the original's return type); log it as text.
+    _log.info("Exported SavedModel to %s (metagraphs: %s).", os.fsdecode(export_dir), ", ".join(metagraphs))
     return export_dir
 
 
