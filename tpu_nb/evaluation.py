@@ -71,6 +71,9 @@ def _check_metric_dict(ops):
 
 
 def _write_eval_summary(est, name, step, results):
+    # The original's line, which users' scripts and log scrapers look for.
+    _log.info("Saving dict for global step %d: %s", step,
+              ", ".join(f"{k} = {v}" for k, v in sorted(results.items()) if not isinstance(v, bytes)))
     path = os.path.join(est.model_dir, "eval" if not name else f"eval_{name}")
     writer = tf.compat.v1.summary.FileWriterCache.get(path)
     values = []

@@ -229,8 +229,9 @@ def _summary_writer_init_ops():
 class _Summaries:
     """loss and global_step/sec for TensorBoard, written from Python at loop boundaries."""
 
-    def __init__(self, model_dir, every_steps, log_every_steps):
+    def __init__(self, model_dir, every_steps, log_every_steps, loss_tag="loss"):
         self.model_dir = model_dir
+        self.loss_tag = loss_tag
         self.every = every_steps or 0
         self.log_every = log_every_steps or 0
         self.last_written = None
@@ -245,7 +246,7 @@ class _Summaries:
     def at_boundary(self, step, loss, steps_per_sec, examples_per_sec, final=False):
         due = self.every and (self.last_written is None or step - self.last_written >= self.every)
         if due or (final and self.every):
-            values = [tf.compat.v1.Summary.Value(tag="loss", simple_value=loss)]
+            values = [tf.compat.v1.Summary.Value(tag=self.loss_tag, simple_value=loss)]
             if steps_per_sec is not None:
                 values.append(tf.compat.v1.Summary.Value(tag="global_step/sec", simple_value=steps_per_sec))
             if examples_per_sec is not None:
@@ -309,8 +310,11 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                          "Return a Dataset to run iterations_per_loop steps per run.")
         sizer = TimedLoopSizer(ipl.value) if ipl.is_time else None
         listener = _PublishingListener(run_id, save_dir)
+        # As the original's tf.compat.v1.summary.scalar('loss'): the graph's next free 'loss' name, so a
+        # host_call that writes its own 'loss' keeps that tag and the engine's lands on 'loss_1'.
         summaries = _Summaries(model_dir, est.config.save_summary_steps if chief else 0,
-                               est.config.log_step_count_steps)
+                               est.config.log_step_count_steps,
+                               loss_tag=built.graph.unique_name("loss", mark_as_used=False))
         with built.graph.as_default():
             saver_hook = tf.compat.v1.train.CheckpointSaverHook(
                 save_dir,
@@ -445,6 +449,7 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             with built.graph.as_default():
                 summaries.at_boundary(final, float(state["last_loss"]), None, None, final=True)
                 summaries.close()
+            _log.info("Loss for final step: %s.", state["last_loss"])  # the original's line, scripts grep it
         events.publish(events.RunFinished(run_id, final, ModeKeys.TRAIN))
     return est
 
