@@ -213,7 +213,7 @@ def test_estimator_spec_in_sharded_eval_is_refused(tmp_path):
 
     est = _estimator(tmp_path, model_fn)
     est.train(train_input_fn, steps=1)
-    with pytest.raises(RuntimeError, match="return a TPUEstimatorSpec"):
+    with pytest.raises(RuntimeError, match="must have type`TPUEstimatorSpec`.*Return a TPUEstimatorSpec"):
         est.evaluate(_eval_input_fn(32)[0])
 
 
