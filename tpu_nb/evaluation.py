@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from . import events
+from . import const_lifting, events
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
@@ -89,7 +89,10 @@ def _write_eval_summary(est, name, step, results):
 
 def _build_single(est, input_fn, steps):
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size))
+    since = const_lifting.mark(tf.compat.v1.get_default_graph())
+    returned = call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size)
+    const_lifting.lift_dataset_constants(tf.compat.v1.get_default_graph(), returned, since)
+    pipeline = InputPipeline(returned)
     if not pipeline.loopable and steps is None:
         raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
                          "cannot be detected: pass evaluate(steps=N).")
@@ -230,7 +233,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
-        scaffold = merge_scaffold(user_scaffold(spec), [initializer])
+        scaffold = const_lifting.add_to_scaffold(merge_scaffold(user_scaffold(spec), [initializer]), graph)
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from . import const_lifting
 from .evaluation import resolve_checkpoint
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
@@ -91,8 +92,10 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
 def _build(est, input_fn, predict_keys):
     """Builds the one-device predict graph: (spec, predictions, input initializer, loopable, session config)."""
     tf.compat.v1.train.get_or_create_global_step()
-    pipeline = InputPipeline(call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params,
-                                           est.predict_batch_size))
+    since = const_lifting.mark(tf.compat.v1.get_default_graph())
+    returned = call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params, est.predict_batch_size)
+    const_lifting.lift_dataset_constants(tf.compat.v1.get_default_graph(), returned, since)
+    pipeline = InputPipeline(returned)
     features, labels = pipeline.next()
     spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
                          est.predict_batch_size, est.use_tpu)
@@ -123,7 +126,7 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
     user = user_scaffold(spec)
     all_hooks = hooks + list(spec.prediction_hooks)
     if all_hooks or user is not None:
-        scaffold = merge_scaffold(user, [initializer])
+        scaffold = const_lifting.add_to_scaffold(merge_scaffold(user, [initializer]), tf.compat.v1.get_default_graph())
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
@@ -140,6 +143,7 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
 
     saver = tf.compat.v1.train.Saver(sharded=True, allow_empty=True)
     local_init = local_init_op([initializer])
+    feeds = const_lifting.input_feeds(tf.compat.v1.get_default_graph())  # before finalize()
     fresh_init = tf.compat.v1.global_variables_initializer() if ckpt is None else None
     tf.compat.v1.get_default_graph().finalize()  # as MonitoredSession does: no ops added per batch
     sess = tf.compat.v1.Session(config=session_config)
@@ -148,7 +152,7 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
             sess.run(fresh_init)
         else:
             saver.restore(sess, ckpt)
-        sess.run(local_init)
+        sess.run(local_init, feeds)
     except BaseException:
         sess.close()
         raise

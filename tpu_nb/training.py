@@ -17,7 +17,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from . import events
+from . import const_lifting, events
 from .host_calls import HostCallQueue
 from .input_pipeline import InputPipeline
 from .interrupts import StopRequest, deferred_interrupts
@@ -129,7 +129,9 @@ class _TrainGraph:
 
     def _build_single(self, est, input_fn):
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        since = const_lifting.mark(self.graph)
         returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
+        const_lifting.lift_dataset_constants(self.graph, returned, since)  # numpy arrays: fed, not embedded
         self.input = InputPipeline(returned)
         every_n = est.config.tpu_config.experimental_host_call_every_n_steps
 
@@ -217,7 +219,7 @@ def _merge_scaffold(user, config, input_pipeline):
         )
     # tf.summary v2 writers a host_call created need initializing in every new session.
     extra = [input_pipeline.initializer] + _summary_writer_init_ops()
-    return merge_scaffold(user, extra, saver)
+    return const_lifting.add_to_scaffold(merge_scaffold(user, extra, saver), tf.compat.v1.get_default_graph())
 
 
 def _summary_writer_init_ops():
