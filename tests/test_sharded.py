@@ -81,7 +81,7 @@ def test_training_batch_table(tmp_path, hosts, mode, calls, input_batch):
     }[mode]
     # Each host's input pipeline sits on that host's first device.
     if mode in (IPC.PER_HOST_V1, IPC.PER_HOST_V2):
-        assert [d[0] for d in deployments] == [f"/device:CPU:{h * 8 // hosts}" for h in range(hosts)]
+        assert [d[0] for d in deployments] == [f"/replica:0/task:0/device:CPU:{h * 8 // hosts}" for h in range(hosts)]
 
 
 @pytest.mark.parametrize("sliced", [False, True])
@@ -93,8 +93,9 @@ def test_eval_batch_table(tmp_path, sliced):
     est.train(input_fn, steps=1)
     record.clear()
     est.evaluate(input_fn, steps=1)
-    expected_input = [(64, ("/device:CPU:0", 0, 1, 8))] if sliced else [
-        (32, ("/device:CPU:0", 0, 2, 4)), (32, ("/device:CPU:4", 1, 2, 4))]
+    cpu = "/replica:0/task:0/device:CPU:"  # the original's full form
+    expected_input = [(64, (cpu + "0", 0, 1, 8))] if sliced else [
+        (32, (cpu + "0", 0, 2, 4)), (32, (cpu + "4", 1, 2, 4))]
     assert record["input"] == expected_input
     assert [b for b, _, _ in record["model"]] == [8] * 8
 

@@ -37,13 +37,63 @@ class InputContext:
         self.global_batch_size = plan.global_batch
         self.batch_size = plan.model_fn_batch
         self.input_mode = plan.input_mode
-        self._deployment: Optional[Tuple] = None
+        self._topology = topology
+        self._deployment: Optional[Tuple] = None  # set only while an input_fn call runs
+
+    def _only_in_input_fn(self, what):
+        # The original's phrase, which callers match on; one object serves both functions here, so "not
+        # inside an input_fn call" is what "called from model_fn" means.
+        if self._deployment is None:
+            raise RuntimeError(f"This TPUContext instance must not be called from model_fn. {what} describes one "
+                               "input_fn call: read it inside input_fn (from params['context']).")
 
     def current_input_fn_deployment(self):
-        """``(host_device, invocation_index, total_invocations, replicas_consumed)`` of this input_fn call."""
-        if self._deployment is None:
-            raise RuntimeError("current_input_fn_deployment() is only available while input_fn runs.")
+        """``(host_device, invocation_index, total_invocations, replicas_consumed)`` of this input_fn call.
+
+        Only inside input_fn; the device is in full form, e.g. ``/replica:0/task:0/device:CPU:0``.
+        """
+        self._only_in_input_fn("current_input_fn_deployment()")
         return self._deployment
+
+    @property
+    def current_host(self) -> int:
+        """The index of the host this input_fn call feeds (only inside input_fn).
+
+        Example::
+
+            def input_fn(params):
+                ctx = params['context']
+                return make_dataset().shard(ctx.num_hosts, ctx.current_host).batch(params['batch_size'])
+        """
+        self._only_in_input_fn("current_host")
+        _, index, _, consumed = self._deployment
+        # PER_SHARD_V1 counts replicas (1 consumed each), PER_HOST_* hosts, BROADCAST/SLICED one call.
+        return index * consumed // self.num_of_replicas_per_host
+
+    @property
+    def device_assignment(self):
+        """The TPU device assignment, for model parallelism; ``None`` here (only inside model_fn, as the original).
+
+        tpu_nb runs data parallel only (``num_cores_per_replica`` 1), for which the original also gave ``None``.
+        """
+        if self._deployment is not None:
+            raise RuntimeError("This TPUContext instance must not be called from input_fn. device_assignment is "
+                               "for model_fn: read params['context'].device_assignment there.")
+        return None
+
+    def device_for_replica(self, replica_id: int) -> Tuple[str, int]:
+        """``(host CPU device, ordinal of the replica on that host)``, from input_fn or model_fn.
+
+        Example::
+
+            host_device, ordinal = params['context'].device_for_replica(3)  # e.g. ('/task:0/device:CPU:0', 3)
+        """
+        return self._topology.replica_host(replica_id)
+
+    @property
+    def tpu_host_placement_function(self):
+        """A function ``host_id -> device`` of that host's input pipeline (full form, as the deployment's)."""
+        return lambda host_id: self._topology.host_device(host_id)
 
     def __repr__(self):
         return (f"InputContext(num_replicas={self.num_replicas}, num_hosts={self.num_hosts}, "

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 SIMULATE_ENV = "TPU_NB_SIMULATE"
+# This process as a device-name prefix: simulated hosts all live in task 0.
+_LOCAL_TASK = "/replica:0/task:0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +93,25 @@ class Topology:
         return self.num_replicas // self.num_hosts
 
     def host_device(self, host: int) -> str:
-        """The device a host's input pipeline runs on (the first device of its group)."""
+        """The device a host's input pipeline runs on (the first device of its group), in full form.
+
+        Full form (``/replica:0/task:0/device:CPU:0``) because input_fns see it through
+        ``params['context'].current_input_fn_deployment()``, and the original gave that form.
+        """
         if self.kind == "multi_worker":
             return f"/job:worker/replica:0/task:{host}/device:CPU:0"
         if self.device_type == "GPU":
-            return "/device:CPU:0"
-        return self.devices[host * self.replicas_per_host]
+            return _LOCAL_TASK + "/device:CPU:0"
+        return _LOCAL_TASK + self.devices[host * self.replicas_per_host]
+
+    def replica_host(self, replica: int) -> Tuple[str, int]:
+        """``(host device, ordinal on that host)`` of a replica, with the host device as the original wrote it
+        for ``device_for_replica`` (no ``/replica:0`` component: ``/task:0/device:CPU:0``)."""
+        if isinstance(replica, bool) or not isinstance(replica, numbers.Integral) or not 0 <= replica < self.num_replicas:
+            raise ValueError(f"replica_id must be an int in [0, {self.num_replicas}), got {replica!r}: this run has "
+                             f"{self.num_replicas} replicas.")
+        host, ordinal = divmod(int(replica), self.replicas_per_host)
+        return self.host_device(host).replace("/replica:0", "", 1), ordinal
 
     @property
     def description(self) -> str:
