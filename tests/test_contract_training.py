@@ -320,7 +320,8 @@ def test_cross_shard_optimizer_trains_like_wrapped_optimizer_on_cpu(tmp_path, tr
 # --------------------------------------------------------------------------- model_fn / params
 
 
-@pytest.mark.parametrize("signature", ["params", "minimal"])
+# A model_fn without params ("minimal") is refused, as the original: tests/test_model_fn_checks.py.
+@pytest.mark.parametrize("signature", ["params"])
 def test_model_fn_with_fewer_arguments(signature, tmp_model_dir, train_input_fn, mnist_data):
     est = _estimator(tmp_model_dir, model_fn=make_model_fn(signature=signature))
     est.train(train_input_fn, steps=2)

@@ -50,7 +50,7 @@ class TPUEstimator:
                  export_saved_model_api_version=None):
         if model_fn is None:
             raise ValueError("model_fn must be provided.")
-        check_model_fn(model_fn)
+        check_model_fn(model_fn, params)
         config = check_estimator_config(config, use_tpu)
         if model_dir is not None:
             model_dir = os.fspath(model_dir)

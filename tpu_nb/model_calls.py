@@ -74,7 +74,7 @@ def refuse_keras3():
 def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: Optional[int], use_tpu: bool,
                   allow_estimator_spec: bool = True, context=None):
     """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts."""
-    args = check_model_fn(model_fn)
+    args = check_model_fn(model_fn, calling=True)
     kwargs = {"features": features}
     if "labels" in args:
         kwargs["labels"] = labels

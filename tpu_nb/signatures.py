@@ -64,8 +64,17 @@ _MODEL_FN_ALLOWED = ("features", "labels", "mode", "params", "config")
 _INPUT_FN_ALLOWED = ("params", "mode", "config", "input_context")
 
 
-def check_model_fn(model_fn: Callable) -> Tuple[str, ...]:
-    """Validates ``model_fn``'s signature; returns its argument names."""
+def check_model_fn(model_fn: Callable, params=None, calling: bool = False) -> Tuple[str, ...]:
+    """Validates ``model_fn``'s signature; returns its argument names.
+
+    As the original, a model_fn without ``params`` is refused when the user passes ``params`` to the
+    constructor, and whenever TPUEstimator calls it (``calling=True``): the batch size reaches it only as
+    ``params['batch_size']``.
+
+    Example::
+
+        check_model_fn(lambda features, labels, mode, params: ...)  # -> ('features', 'labels', 'mode', 'params')
+    """
     if not callable(model_fn):
         raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}.")
     args = fn_args(model_fn)
@@ -80,6 +89,13 @@ def check_model_fn(model_fn: Callable) -> Tuple[str, ...]:
         raise ValueError(
             f"model_fn {describe(model_fn)} has following not expected args: {unexpected}. "
             f"It may only take {list(_MODEL_FN_ALLOWED)}; give the others default values via functools.partial."
+        )
+    if "params" not in args and (calling or params is not None):
+        why = ("TPUEstimator passes the batch size as params['batch_size']" if calling
+               else f"but params ({params!r}) is passed to TPUEstimator")
+        raise ValueError(
+            f"model_fn ({describe(model_fn)}) does not include params argument, {why}. "
+            "Define it as model_fn(features, labels, mode, params)."
         )
     return args
 

@@ -328,6 +328,12 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             )
             all_hooks = hooks + list(built.spec.training_hooks) + [saver_hook]
             if isinstance(built.spec, EstimatorSpec):
+                if built.spec.training_chief_hooks and topology.sharded and topology.kind != "multi_worker":
+                    # The original's TPU training step refused them; its key phrase is kept for callers.
+                    raise ValueError(
+                        "training_chief_hooks returned by EstimatorSpec is not supported in TPUEstimator "
+                        f"(training on {topology.description}): return them as training_hooks, or pass "
+                        "them to train(hooks=...).")
                 all_hooks += list(built.spec.training_chief_hooks)
             master = ""
             if topology.kind == "multi_worker":
