@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import const_lifting, events
+from .eval_step import advance_eval_step
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
@@ -188,6 +189,10 @@ class _ShardedEvalLoop:
         self.metrics = {}
         self.loss = None
         self.queue.build_host_side()
+        ran, rows = self.loop
+        # Run with the loop: the eval step advances by the steps it ran (the stop-signal step, with no real
+        # rows, is not an evaluation step), so hooks see it in after_run.
+        self.advance_eval_step = advance_eval_step(ran - tf.cast(tf.equal(rows, 0), ran.dtype))
 
     def _host_fn(self, loss, real, *metric_tensors):
         # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
@@ -228,7 +233,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         else:
             built = _build_single(est, input_fn, steps)
             global_step, initializer, spec, (loss_mean, loss_update), metrics = built
-            update = tf.group(loss_update, *[pair[1] for pair in metrics.values()])
+            update = tf.group(loss_update, *[pair[1] for pair in metrics.values()], advance_eval_step(1))
             session_config = est.config.session_config
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
@@ -261,7 +266,7 @@ def _run_sharded_eval_loops(sess, loop, steps, ipl):
     count = 0
     while not sess.should_stop() and (steps is None or count < steps):
         k = per_loop if steps is None else min(per_loop, steps - count)
-        ran, rows = sess.run(list(loop.loop), {loop.iterations: k})
+        ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
         sess.run_step_fn(lambda step_context: loop.queue.drain(step_context.session))
         count += int(ran) - (1 if rows == 0 else 0)
         if rows == 0:
