@@ -9,7 +9,8 @@ from . import events
 from .config import InputPipelineConfig, RunConfig, TPUConfig
 from .cross_shard import CrossShardOptimizer
 from .estimator import TPUEstimator
-from .export import ClassificationOutput, PredictOutput, RegressionOutput
+from .export import (EXPORT_TAG_MAP, ClassificationOutput, ExportSavedModelApiVersion, PredictOutput,
+                     RegressionOutput)
 from .frames import batches_to_frame, iter_predict_frames, predict_frame
 from .model_calls import Keras3InModelFnError
 from .model_dir_lock import ModelDirBusyError
@@ -39,7 +40,9 @@ __all__ = [
     "resolve_tpu",
     "ClassificationOutput",
     "CrossShardOptimizer",
+    "EXPORT_TAG_MAP",
     "EstimatorSpec",
+    "ExportSavedModelApiVersion",
     "InputPipelineConfig",
     "Keras3InModelFnError",
     "ModeKeys",

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional
 import tensorflow as tf
 
 from .config import RunConfig, check_estimator_config, check_positive_int
+from .export import check_export_api_version
 from .interrupts import StopRequest
 from .model_calls import check_params
 from .signatures import check_model_fn
@@ -82,6 +83,7 @@ class TPUEstimator:
         self._eval_on_tpu = eval_on_tpu
         self._export_to_tpu = export_to_tpu
         self._export_to_cpu = export_to_cpu
+        self._export_saved_model_api_version = check_export_api_version(export_saved_model_api_version)
         self._batch_axis = batch_axis
         self._stop = None
 
@@ -96,6 +98,7 @@ class TPUEstimator:
     predict_batch_size = property(lambda self: self._predict_batch_size)
     export_to_tpu = property(lambda self: self._export_to_tpu)
     export_to_cpu = property(lambda self: self._export_to_cpu)
+    export_saved_model_api_version = property(lambda self: self._export_saved_model_api_version)
     warm_start_from = property(lambda self: self._warm_start_from)
 
     def _topology(self, what):

@@ -9,6 +9,7 @@ write one CPU metagraph tagged ``train`` / ``eval`` instead, as the original did
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 
@@ -28,6 +29,37 @@ RegressionOutput = _export_output.RegressionOutput
 
 SERVE = tf.saved_model.SERVING
 TPU = tf.saved_model.TPU
+
+# ModeKeys -> the tags of that mode's metagraph (TensorFlow's own map, as the original's export_lib exported it).
+EXPORT_TAG_MAP = _export_utils.EXPORT_TAG_MAP
+
+
+class ExportSavedModelApiVersion(enum.Enum):
+    """How ``export_saved_model`` builds the ``serve,tpu`` metagraph (``TPUEstimator(export_saved_model_api_version=)``).
+
+    ``V1`` (default): TPUEstimator wraps the PREDICT model_fn in ``tpu.rewrite`` itself. ``V2``: model_fn is
+    called as is (``params['use_tpu']`` True) and does its own TPU rewriting. The ints 1 and 2 are accepted too.
+
+    Example::
+
+        TPUEstimator(model_fn, config=config, train_batch_size=64,
+                     export_saved_model_api_version=ExportSavedModelApiVersion.V2)
+    """
+
+    V1 = 1
+    V2 = 2
+
+
+def check_export_api_version(version) -> ExportSavedModelApiVersion:
+    """``ExportSavedModelApiVersion`` (or 1 / 2; None means V1) as the enum; ValueError otherwise."""
+    if version is None:
+        return ExportSavedModelApiVersion.V1
+    if isinstance(version, ExportSavedModelApiVersion):
+        return version
+    if not isinstance(version, bool) and version in (1, 2):
+        return ExportSavedModelApiVersion(int(version))
+    raise ValueError(f"export_saved_model_api_version should be 1 or 2; got {version!r}. Pass "
+                     "ExportSavedModelApiVersion.V1 (the default) or ExportSavedModelApiVersion.V2.")
 
 
 def _receiver(serving_input_receiver_fn):
@@ -222,7 +254,10 @@ def run_export(est, export_dir_base, serving_input_receiver_fn, assets_extra=Non
                 captured["rebuild"] = rebuild
                 return flat
 
-            flat = tf.compat.v1.tpu.rewrite(computation)
+            if getattr(est, "export_saved_model_api_version", None) == ExportSavedModelApiVersion.V2:
+                flat = computation()  # V2: the model_fn does its own TPU rewriting, as the original
+            else:
+                flat = tf.compat.v1.tpu.rewrite(computation)
             outputs = captured["rebuild"](flat)
             signatures = _signatures(receiver, outputs)
             builder.add_meta_graph(
@@ -250,7 +285,8 @@ def _finish(builder, temp_dir, export_dir, as_text, assets_extra, metagraphs):
 
 def _save_variables_only(builder, sess, saver, export_dir):
     """Writes the variables for a SavedModel whose only metagraph is the TPU one."""
-    variables_dir = os.path.join(export_dir, tf.saved_model.VARIABLES_DIRECTORY)
+    # export_dir is bytes when export_dir_base was: joining it with str names would fail.
+    variables_dir = os.path.join(os.fsdecode(export_dir), tf.saved_model.VARIABLES_DIRECTORY)
     tf.io.gfile.makedirs(variables_dir)
     saver.save(sess, os.path.join(variables_dir, tf.saved_model.VARIABLES_FILENAME),
                write_meta_graph=False, write_state=False)
