@@ -17,6 +17,7 @@ from .model_dir_lock import ModelDirBusyError
 from .modes import ModeKeys
 from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
 from .multi_worker import WorkerLostError
+from .numpy_inputs import numpy_input_fn
 from .serving_inputs import (SupervisedInputReceiver, build_parsing_serving_input_receiver_fn,
                              build_raw_serving_input_receiver_fn, build_raw_supervised_input_receiver_fn)
 from .topology import MultiWorker, SimulatedTPU
@@ -64,6 +65,7 @@ __all__ = [
     "TPUEstimatorSpec",
     "WarmStartSettings",
     "WorkerLostError",
+    "numpy_input_fn",
     "events",
 ]
 
