@@ -86,7 +86,7 @@ def test_every_unsupported_op_is_listed_not_just_the_first(tmp_path):
         assert name in report.message
 
 
-def test_tf_tpu_cross_shard_optimizer_is_flagged_as_tpu_only(tmp_path):
+def test_tf_tpu_cross_shard_optimizer_compiles_as_on_one_shard(tmp_path):
     def fn(features, labels, mode, params):
         logits = tf_keras.layers.Dense(CLASSES)(features)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
@@ -94,11 +94,10 @@ def test_tf_tpu_cross_shard_optimizer_is_flagged_as_tpu_only(tmp_path):
         train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step())
         return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op)
 
+    # TensorFlow's own class is what TPU programs use; its cross_replica_sum runs as on one shard here.
     report = check_tpu_compatibility(estimator(tmp_path / "m", fn=fn), train_input_fn)
-    assert not report.ok
-    assert {op_type for _, op_type in report.unsupported_ops} == {"CrossReplicaSum"}
-    assert "TPU-only" in report.message and "tpu_nb.CrossShardOptimizer" in report.message
-    assert "would fail on a TPU" not in report.message
+    assert report.ok, report.message
+    assert report.unsupported_ops == ()
 
 
 def test_other_compilation_failures_are_reported_with_their_cause(tmp_path):
@@ -110,7 +109,9 @@ def test_other_compilation_failures_are_reported_with_their_cause(tmp_path):
     report = check_tpu_compatibility(estimator(tmp_path / "m", fn=_mlp_model_fn(unbounded_loop)), train_input_fn)
     assert not report.ok
     assert report.unsupported_ops == ()
-    assert "fixed tensor list size" in report.message and "maximum_iterations" in report.message
+    assert "maximum_iterations" in report.message
+    if tf.executing_eagerly():  # control flow v2 gets as far as XLA's compiler, which names the cause
+        assert "fixed tensor list size" in report.message
     assert "File " not in report.message  # the construction traceback is left out
 
 

@@ -11,21 +11,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .tf_tpu_ops import in_tpu_computation
+
 _REDUCTIONS = ("mean", "sum")
-
-
-def _in_tpu_computation() -> bool:
-    try:
-        from tensorflow.python.tpu import tpu_replication
-
-        ctx = tf.compat.v1.get_default_graph()._get_control_flow_context()  # noqa: SLF001
-        while ctx is not None:
-            if isinstance(ctx, tpu_replication.TPUReplicateContext):
-                return True
-            ctx = ctx.outer_context
-    except Exception:  # pragma: no cover - TF internals moved
-        return False
-    return False
 
 
 class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
@@ -62,7 +50,7 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
 
     def compute_gradients(self, loss, var_list=None, **kwargs):
         n, _ = self._num_replicas()
-        if n > 1 and not _in_tpu_computation():
+        if n > 1 and not in_tpu_computation():
             # The distribute runtime sums replica gradients. A strategy set up the Estimator way
             # (tpu_nb's) already makes the wrapped v1 optimizer scale the loss by 1/n (a mean).
             prescaled = getattr(tf.distribute.get_strategy(), "_scale_loss_for_estimator", False)
@@ -70,7 +58,7 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
                 loss = loss * (1.0 / n)
             elif self._reduction == "sum" and prescaled:
                 loss = loss * float(n)
-        if _in_tpu_computation():
+        if in_tpu_computation():
             tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
                 self._opt, reduction=self._reduction, group_assignment=self._group_assignment
             )
@@ -78,7 +66,7 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
         return self._opt.compute_gradients(loss, var_list=var_list, **kwargs)
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
-        if _in_tpu_computation():
+        if in_tpu_computation():
             tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
                 self._opt, reduction=self._reduction, group_assignment=self._group_assignment
             )

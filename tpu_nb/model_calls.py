@@ -11,6 +11,7 @@ import tensorflow as tf
 from .modes import ModeKeys
 from .signatures import check_input_fn, check_model_fn, describe
 from .spec import EstimatorSpec, TPUEstimatorSpec
+from .tf_tpu_ops import tpu_ops_off_tpu
 
 _RESERVED_PARAMS = ("batch_size", "context")
 
@@ -71,9 +72,35 @@ def refuse_keras3():
         yield
 
 
+_MODEL_OP_SEED_BASE = 1 << 20  # above the op seeds an input pipeline asks for first
+
+
+@contextlib.contextmanager
+def _same_op_seeds_on_every_backend():
+    """Gives model_fn's random ops (initializers, dropout) the same op seeds whatever was built before.
+
+    With a graph seed (``RunConfig(tf_random_seed=...)``) TensorFlow numbers op seeds per graph in creation
+    order, so one device, N shards (input pipelines per host, a loop of another shape) and TF1/TF2 control
+    flow would initialise the same model differently. Starting model_fn's numbering at a fixed base in every
+    graph it can create ops in makes a fixed seed give the same initial weights on every backend.
+    """
+    from tensorflow.python.framework import random_seed
+
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        if graph.seed is not None:
+            counters = random_seed._graph_to_seed_dict  # noqa: SLF001
+            counters[graph] = max(counters.get(graph, 0), _MODEL_OP_SEED_BASE)
+        graph = getattr(graph, "outer_graph", None)
+    yield
+
+
 def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: Optional[int], use_tpu: bool,
-                  allow_estimator_spec: bool = True, context=None):
-    """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts."""
+                  allow_estimator_spec: bool = True, context=None, first_replica: bool = True):
+    """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts.
+
+    ``first_replica``: the first of this graph's model_fn calls (the one that creates the variables).
+    """
     args = check_model_fn(model_fn, calling=True)
     kwargs = {"features": features}
     if "labels" in args:
@@ -95,7 +122,9 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         if context is not None:
             p["context"] = context
         kwargs["params"] = p
-    with refuse_keras3():
+    shards = getattr(context, "num_replicas", 1) if context is not None else 1
+    seeds = _same_op_seeds_on_every_backend() if first_replica else contextlib.nullcontext()
+    with refuse_keras3(), tpu_ops_off_tpu(shards), seeds:
         spec = model_fn(**kwargs)
     if isinstance(spec, TPUEstimatorSpec):
         pass

@@ -12,36 +12,105 @@ and concatenated along dimension 0, as the TPU outfeed does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import tensorflow as tf
 from tensorflow.python.distribute import values as _values
-from tensorflow.python.tpu.ops import tpu_ops as _tpu_ops
 
 from .config import InputPipelineConfig as IPC
 from .model_calls import call_model_fn
 from .spec import EstimatorSpec
 
 
-def _cross_replica_sum(x, group_assignment=None, name=None):
-    if group_assignment is not None:
-        raise NotImplementedError("cross_replica_sum with group_assignment is not simulated; sum over all shards.")
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+def _resource_variables(next_creator, **kwargs):
+    # MirroredStrategy mirrors RefVariables (TF1 behaviour's default) poorly: a Saver given them by name,
+    # as EMA restoring does, sees tensors, not variables. A TPU computation uses resource variables anyway.
+    kwargs["use_resource"] = True
+    return next_creator(**kwargs)
 
 
 @contextlib.contextmanager
-def simulated_tpu_ops():
-    """``tf.compat.v1.tpu.cross_replica_sum`` in user code, as an all-reduce over the simulated shards.
+def sharded_scope(strategy):
+    """The strategy's scope, with every variable created in it a resource variable.
 
-    The real op has no CPU kernel; while model_fn runs on simulated shards both
-    spellings users reach it by are pointed at the distribute runtime's all-reduce.
+    Example::
+
+        with sharded_scope(strategy):
+            global_step = tf.compat.v1.train.get_or_create_global_step()
     """
-    saved = (tf.compat.v1.tpu.cross_replica_sum, _tpu_ops.cross_replica_sum)
-    tf.compat.v1.tpu.cross_replica_sum = _cross_replica_sum
-    _tpu_ops.cross_replica_sum = _cross_replica_sum
+    with tf.compat.v1.variable_creator_scope(_resource_variables), strategy.scope():
+        yield
+
+
+def _share_creators_with_outer_graphs():
+    """Lets ``tf.init_scope`` in a replica thread create mirrored variables.
+
+    Inside the device loop (a while_v2 body, a FuncGraph) ``init_scope`` moves to the outer graph, whose
+    variable creators are kept per thread; a replica thread has none there, so a variable created under
+    ``init_scope`` (ExponentialMovingAverage's shadow variables, optimizer slots) would escape the strategy
+    and break its update. The replica's own creators are installed on the outer graphs for this thread.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    creators = graph._variable_creator_stack  # noqa: SLF001
+    strategies = graph._distribution_strategy_stack  # noqa: SLF001
+    outer = getattr(graph, "outer_graph", None)
+    while outer is not None:
+        # Both stacks are per thread: empty in a fresh replica thread.
+        if not outer._variable_creator_stack:  # noqa: SLF001
+            outer._variable_creator_stack = creators  # noqa: SLF001
+        if not outer._distribution_strategy_stack:  # noqa: SLF001
+            outer._distribution_strategy_stack = list(strategies)  # noqa: SLF001
+        outer = getattr(outer, "outer_graph", None)
+
+
+@contextlib.contextmanager
+def _savers_take_mirrored_variables():
+    """A ``Saver({name: variable})`` built meanwhile accepts mirrored variables.
+
+    TensorFlow's graph-mode Saver turns a mirrored variable given by name into a tensor and refuses it
+    (it only handles them in a list). Each is replaced by its mirrored saveable under the given name, which
+    restores every replica's copy, as the checkpoint written by the default Saver does.
+    """
+    from tensorflow.python.trackable import base as trackable
+    from tensorflow.python.training.saving import saveable_object_util as saveables
+
+    original = saveables.validate_and_slice_inputs
+
+    def as_saveable(name, value):
+        if not isinstance(value, _values.DistributedVariable):
+            return value
+        factory = saveables.saveable_objects_from_trackable(value, tf1_saver=True).get(trackable.VARIABLE_VALUE_KEY)
+        if factory is None:
+            return value
+        return factory(name) if callable(factory) else factory
+
+    def validate(names_to_saveables):
+        if isinstance(names_to_saveables, dict):
+            names_to_saveables = {name: as_saveable(name, v) for name, v in names_to_saveables.items()}
+        return original(names_to_saveables)
+
+    saveables.validate_and_slice_inputs = validate
     try:
         yield
     finally:
-        tf.compat.v1.tpu.cross_replica_sum, _tpu_ops.cross_replica_sum = saved
+        saveables.validate_and_slice_inputs = original
+
+
+def _scaffold_fn_in_cross_replica_context(spec, strategy):
+    """``scaffold_fn`` runs in the strategy's scope, where a mirrored variable reads as one variable.
+
+    Outside it, a Saver given mirrored variables by name (EMA weights through
+    ``ema.variables_to_restore()``, a common scaffold_fn) sees tensors and refuses them.
+    """
+    fn = getattr(spec, "scaffold_fn", None)
+    if fn is None:
+        return spec
+
+    def scaffold_fn():
+        with strategy.scope(), _savers_take_mirrored_variables():
+            return fn()
+
+    return dataclasses.replace(spec, scaffold_fn=scaffold_fn)
 
 
 def make_strategy(topology):
@@ -131,15 +200,17 @@ class ShardedStep:
         est = self.est
 
         def replica_fn(features, labels):
+            _share_creators_with_outer_graphs()
             spec = call_model_fn(est.model_fn, features, labels, self.mode, est.config, est.params,
-                                 self.plan.model_fn_batch, True, allow_estimator_spec=train, context=self.context)
+                                 self.plan.model_fn_batch, True, allow_estimator_spec=train, context=self.context,
+                                 first_replica="spec" not in captured)
             captured.setdefault("spec", spec)
             deps = [spec.train_op] if train else []
             outputs = {}
             with tf.control_dependencies(deps):
                 if spec.loss is not None:
                     outputs["loss"] = tf.identity(tf.cast(tf.convert_to_tensor(spec.loss), tf.float32))
-                if train and getattr(spec, "host_call", None) is not None:
+                if self.mode != "infer" and getattr(spec, "host_call", None) is not None:  # every train/eval step
                     _, _, flat = _flatten_fn_tensors("host_call", spec.host_call)
                     outputs["host_call"] = self._gather_in_replica([tf.identity(t) for t in flat])
                 if not train and isinstance(spec, EstimatorSpec) is False and spec.eval_metrics is not None:
@@ -149,7 +220,7 @@ class ShardedStep:
                     preds = spec.predictions if isinstance(spec.predictions, dict) else {"predictions": spec.predictions}
                     for key, value in preds.items():
                         value = tf.convert_to_tensor(value)
-                        if value.shape.rank == 0 or value.shape[0] != self.plan.model_fn_batch:
+                        if value.shape.rank == 0 or tf.compat.dimension_value(value.shape[0]) != self.plan.model_fn_batch:
                             raise ValueError(
                                 f"prediction {key!r} has shape {value.shape}: its first dimension should be static "
                                 f"and equal to the per-shard batch size {self.plan.model_fn_batch}."
@@ -157,9 +228,9 @@ class ShardedStep:
                     outputs["predictions"] = dict(preds)
             return outputs
 
-        with self.strategy.scope(), simulated_tpu_ops():
+        with sharded_scope(self.strategy):
             results = self.strategy.extended.call_for_each_replica(replica_fn, args=(features, labels))
-        self.spec = captured["spec"]
+        self.spec = _scaffold_fn_in_cross_replica_context(captured["spec"], self.strategy)
         broadcast = self.plan.input_mode == IPC.BROADCAST
         self.loss = None
         if "loss" in results:

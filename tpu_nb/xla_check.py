@@ -9,6 +9,8 @@ cluster here and running it once finds most of these in seconds.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import re
 import threading
@@ -82,10 +84,10 @@ def check_tpu_compatibility(estimator, input_fn) -> CompatibilityReport:
     ``host_call`` (which runs on the host on a TPU anyway) are not run.
 
     This is XLA for the CPU, not the TPU: its op coverage is close to, not equal to,
-    the TPU's (TPU-only collectives such as ``CrossReplicaSum`` from
-    ``tf.compat.v1.tpu.CrossShardOptimizer`` have no CPU kernel and are reported;
-    ``tpu_nb.CrossShardOptimizer`` avoids them off-TPU), and numerics, memory and
-    speed are not the TPU's. A clean report makes a TPU failure unlikely, not impossible.
+    the TPU's (``tf.compat.v1.tpu.cross_replica_sum`` and TF's ``CrossShardOptimizer``
+    are compiled as on one shard; a ``CrossReplicaSum`` op built outside tpu_nb's
+    calls has no CPU kernel and is reported), and numerics, memory and speed are not
+    the TPU's. A clean report makes a TPU failure unlikely, not impossible.
 
     Returns:
       A ``CompatibilityReport``. Errors in ``input_fn``/``model_fn`` themselves
@@ -103,7 +105,13 @@ def check_tpu_compatibility(estimator, input_fn) -> CompatibilityReport:
                          "pass train_batch_size=... to TPUEstimator.")
     with quiet_tf_logs():
         _ensure_xla_kernels_registered()
-        graph, step, init_ops = _build_step(estimator, input_fn, batch_size)
+        try:
+            graph, step, init_ops = _build_step(estimator, input_fn, batch_size)
+        except ValueError as e:
+            # Control flow v1 (TF1 behaviour) rejects some XLA-incompatible graphs while building them.
+            if "XLA" not in str(e):
+                raise
+            return CompatibilityReport(False, (), 0.0, _failure_message((), e, 0.0))
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(init_ops)
             start = time.perf_counter()
@@ -131,7 +139,7 @@ def _build_step(estimator, input_fn, batch_size):
     from tensorflow.python.compiler.xla import xla
 
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), _resource_variables():
         seed = getattr(estimator.config, "tf_random_seed", None)
         if seed is not None:
             tf.compat.v1.set_random_seed(seed)
@@ -157,6 +165,21 @@ def _build_step(estimator, input_fn, batch_size):
         if pipeline.initializer is not None:
             init_ops.append(pipeline.initializer)
     return graph, run, init_ops
+
+
+@contextlib.contextmanager
+def _resource_variables():
+    """XLA compiles only resource variables; TF1 behaviour (disable_v2_behavior) makes RefVariables.
+
+    A TPU computation gets resource variables either way, so the check asks for them too.
+    """
+
+    def creator(next_creator, **kwargs):
+        kwargs["use_resource"] = True
+        return next_creator(**kwargs)
+
+    with tf.compat.v1.variable_creator_scope(creator):
+        yield
 
 
 def _is_xla_error(error: tf.errors.OpError) -> bool:
@@ -297,12 +320,13 @@ _NOISE = ("Graph execution error", "Detected at node", "File ", "Node:", "Stack 
           "[[", "tf2xla conversion failed", "The op is created at")
 
 
-def _summarize(error: tf.errors.OpError) -> str:
+def _summarize(error) -> str:
     """The cause from a compilation error, without the graph-construction tracebacks around it."""
-    node = re.search(r"Detected at node '([^']+)'", error.message)
-    lines = [line.strip() for line in error.message.splitlines()]
+    text = getattr(error, "message", None) or str(error)
+    node = re.search(r"Detected at node '([^']+)'", text)
+    lines = [line.strip() for line in text.splitlines()]
     cause = " ".join(dict.fromkeys(line for line in lines if line and not line.startswith(_NOISE)))
-    cause = cause or error.message.strip() or type(error).__name__
+    cause = cause or text.strip() or type(error).__name__
     return cause + (f" (at node {node.group(1)!r})" if node else "")
 
 
