@@ -70,12 +70,57 @@ def test_host_call_values_are_published_per_step(tmp_path):
     assert all(np.isfinite(v.values["loss"]) for v in values)
 
 
-def test_input_fn_returning_tensors_runs_one_step_per_loop(tmp_path):
+def test_input_fn_returning_iterator_tensors_keeps_iterations_per_loop_and_reads_every_batch(tmp_path):
+    # The old-style input_fn: tensors from an iterator's get_next(). Each step must see the next batch
+    # (not the loop's first one again), with iterations_per_loop steps per session run.
+    def tensor_input_fn(params):
+        batches = tf.data.Dataset.range(1, 1000).map(lambda i: tf.fill([params["batch_size"], 1], tf.cast(i, tf.float32)))
+        return {"x": tf.compat.v1.data.make_one_shot_iterator(batches).get_next()}
+
+    seen = []
+
+    def fn(features, labels, mode, params):
+        w = tf.compat.v1.get_variable("w", [], initializer=tf.compat.v1.zeros_initializer())
+        step = tf.compat.v1.train.get_global_step()
+        loss = tf.reduce_mean(features["x"]) + 0.0 * w
+        train_op = tf.group(step.assign_add(1), w.assign(tf.reduce_mean(features["x"])))
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op,
+                                       host_call=(lambda x: [tf.compat.v1.py_func(lambda v: seen.append(float(v[0])) or 0,
+                                                                               [x], tf.int64)],
+                                                  [tf.reshape(tf.reduce_mean(features["x"]), [1])]))
+
+    hook = _LoopSizes()
+    est = estimator(tmp_path, iterations_per_loop=4, fn=fn)
+    est.train(tensor_input_fn, steps=10, hooks=[hook])
+    assert hook.steps == [4, 8, 10]
+    assert seen == [float(i) for i in range(1, 11)]
+    assert est.get_variable_value("w") == 10.0
+
+
+def test_input_fn_returning_tensors_that_end_stops_training_at_the_last_batch(tmp_path):
+    x, y = make_data(48)
+
+    def tensor_input_fn(params):
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(params["batch_size"], drop_remainder=True)
+        return tf.compat.v1.data.make_one_shot_iterator(batches).get_next()
+
+    est = estimator(tmp_path, iterations_per_loop=2)
+    est.train(tensor_input_fn, steps=100)
+    assert checkpoint_step(tmp_path) == 3  # 48 examples, batch 16
+
+
+def test_model_fn_ignoring_its_tensor_features_does_not_hang(tmp_path):
     x, y = make_data(16)
 
     def tensor_input_fn(params):
         return tf.constant(x), tf.constant(y)
 
-    hook = _LoopSizes()
-    estimator(tmp_path, iterations_per_loop=4).train(tensor_input_fn, steps=3, hooks=[hook])
-    assert hook.steps == [1, 2, 3]
+    def fn(features, labels, mode, params):
+        w = tf.compat.v1.get_variable("w", [], initializer=tf.compat.v1.ones_initializer())
+        loss = tf.square(w)
+        train_op = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(
+            loss, global_step=tf.compat.v1.train.get_global_step())
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    estimator(tmp_path, iterations_per_loop=4, fn=fn).train(tensor_input_fn, steps=10)
+    assert checkpoint_step(tmp_path) == 10

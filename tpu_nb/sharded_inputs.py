@@ -115,56 +115,82 @@ def _deployments(topology, plan: BatchPlan):
     return [(topology.host_device(0), 0, 1, r)]  # BROADCAST, SLICED
 
 
-def _check_static(dataset, batch, what, batch_axis=None):
-    features_spec, labels_spec = split_features_labels(dataset.element_spec)
+_SPLIT_MODES = (IPC.PER_HOST_V1, IPC.SLICED)  # one input_fn batch split over several replicas
+
+
+def _check_static(element_spec, plan: BatchPlan, what, batch_axis=None):
+    """Static shapes for training; a batch axis of the input_fn batch size only where it gets split.
+
+    In PER_SHARD_V1, PER_HOST_V2 and BROADCAST each element goes to one replica whole, so (as the
+    original) any fully defined layout is accepted: a transposed or flattened batch is the model's business.
+    """
+    batch = plan.input_fn_batch
+    features_spec, labels_spec = split_features_labels(element_spec)
     for position, structure in ((0, features_spec), (1, labels_spec)):
+        role = "features" if position == 0 else "labels"
         axis = _axis(batch_axis, position)
         for spec in tf.nest.flatten(structure):
+            if spec is None:  # no labels
+                continue
             shape = spec.shape
-            if shape.rank is None or shape.rank <= axis:
-                raise ValueError(f"{what}: every feature and label needs a batch dimension (axis {axis}), "
-                                 f"got shape {shape}.")
-            if shape[axis] is None:
+            if shape.rank is None or not shape.is_fully_defined():
                 raise ValueError(
-                    f"{what}: sharded training needs static batch shapes, but the dataset's batch dimension is "
-                    f"unknown ({shape}). Batch with drop_remainder=True: dataset.batch(params['batch_size'], "
-                    "drop_remainder=True)."
+                    f"{what}: {role} must have static shape, got {shape}. Sharded training needs static shapes, "
+                    "as on a TPU: batch with drop_remainder=True (dataset.batch(params['batch_size'], "
+                    "drop_remainder=True))."
                 )
-            if shape[axis] != batch:
-                raise ValueError(f"{what}: the dataset yields batches of {shape[axis]} (axis {axis} of {shape}), "
-                                 f"but params['batch_size'] is {batch}.")
+            if plan.input_mode not in _SPLIT_MODES:
+                continue
+            if shape.rank <= axis:
+                raise ValueError(f"{what}: {plan.input_mode.name} splits every {role} tensor along its batch axis "
+                                 f"{axis} over the shards, but one has shape {shape}. Give it a batch dimension, "
+                                 "or use InputPipelineConfig.PER_HOST_V2, which needs none.")
+            size = tf.compat.dimension_value(shape[axis])
+            if size != batch:
+                raise ValueError(
+                    f"{what}: the input yields batches of {size} (axis {axis} of {role} shape {shape}), but "
+                    f"params['batch_size'] is {batch}: batch with params['batch_size'], or set batch_axis "
+                    "if the batch is not on axis 0."
+                )
 
 
-def _padding_value(spec, batch):
-    shape = [batch] + spec.shape.as_list()[1:]
-    if spec.dtype == tf.string:
-        return tf.fill(shape, "")
-    return tf.zeros(shape, spec.dtype)
+def _zeros(shape, dtype):
+    return tf.fill(shape, "") if dtype == tf.string else tf.zeros(shape, dtype)
 
 
 def pad_with_stop_signal(dataset: tf.data.Dataset, batch: int, what: str) -> tf.data.Dataset:
-    """Pads every batch to ``batch`` rows, adds a mask of real rows, then repeats all-padding batches forever."""
+    """Adds a mask of real rows to every element, then repeats all-padding elements forever.
+
+    Only an input that can really end short (an unknown batch dimension, axis 0) is padded to ``batch``
+    rows. Elements with fully defined shapes pass unchanged, whatever their layout (a transposed or
+    flattened batch, as TPU input pipelines use), with every row real.
+    """
     element_spec = dataset.element_spec
-    for spec in tf.nest.flatten(element_spec):
-        if spec.shape.rank is None or spec.shape.rank == 0 or not spec.shape[1:].is_fully_defined():
-            raise ValueError(
-                f"{what}: features and labels need rank >= 1 and static non-batch dimensions, got shape {spec.shape}."
-            )
+    specs = tf.nest.flatten(element_spec)
+    if all(spec.shape.is_fully_defined() for spec in specs):
+        real = dataset.map(lambda *element: (element[0] if len(element) == 1 else element, tf.ones([batch], tf.bool)))
+        filler_values = tf.nest.map_structure(lambda s: _zeros(s.shape.as_list(), s.dtype), element_spec)
+    else:
+        for spec in specs:
+            if spec.shape.rank is None or spec.shape.rank == 0 or not spec.shape[1:].is_fully_defined():
+                raise ValueError(
+                    f"{what}: features and labels should be static except for the batch dimension (axis 0), "
+                    f"got shape {spec.shape}: give every feature rank >= 1 and static non-batch dimensions."
+                )
 
-    def pad(*element):
-        structure = element[0] if len(element) == 1 else element
-        flat = tf.nest.flatten(structure)
-        n = tf.shape(flat[0])[0]
-        padded = []
-        for t in flat:
-            extra_shape = tf.concat([[batch - n], tf.shape(t)[1:]], 0)
-            extra = tf.fill(extra_shape, "") if t.dtype == tf.string else tf.zeros(extra_shape, t.dtype)
-            full = tf.concat([t, extra], 0)
-            padded.append(tf.ensure_shape(full, [batch] + t.shape.as_list()[1:]))
-        return tf.nest.pack_sequence_as(structure, padded), tf.range(batch) < n
+        def pad(*element):
+            structure = element[0] if len(element) == 1 else element
+            flat = tf.nest.flatten(structure)
+            n = tf.shape(flat[0])[0]
+            padded = []
+            for t in flat:
+                extra = _zeros(tf.concat([[batch - n], tf.shape(t)[1:]], 0), t.dtype)
+                padded.append(tf.ensure_shape(tf.concat([t, extra], 0), [batch] + t.shape.as_list()[1:]))
+            return tf.nest.pack_sequence_as(structure, padded), tf.range(batch) < n
 
-    real = dataset.map(pad)
-    filler_values = tf.nest.map_structure(lambda s: _padding_value(s, batch), element_spec)
+        real = dataset.map(pad)
+        filler_values = tf.nest.map_structure(lambda s: _zeros([batch] + s.shape.as_list()[1:], s.dtype),
+                                              element_spec)
     filler = tf.data.Dataset.from_tensors((filler_values, tf.zeros([batch], tf.bool))).repeat()
     return real.concatenate(filler)
 
@@ -178,16 +204,25 @@ def _split(structure, pieces, axis=0):
 
 
 class ShardedInput:
-    """One step's per-replica inputs: ``next()`` -> list of (features, labels, mask) in replica order."""
+    """One step's per-replica inputs: ``next()`` -> list of (features, labels, mask) in replica order.
+
+    Each input_fn call may return a Dataset (read inside the device loop) or tensors, e.g. from
+    ``make_one_shot_iterator(dataset).get_next()``, which a host thread feeds to the loop (``infeed``).
+    """
 
     def __init__(self, est, input_fn, phase, topology, plan: BatchPlan, pad: bool, context: InputContext,
                  batch_axis=None):
+        from .host_infeed import HostInfeed, check_static_tensors
+
         self.topology = topology
         self.plan = plan
         self.pad = pad
         self.iterators = []
+        self.readers = []  # per input_fn call: () -> (structure, mask or None)
+        self.infeed = None
         self.batch_axis = batch_axis
         what = f"input_fn ({plan.input_mode.name}, {phase})"
+        calls_per_step = topology.replicas_per_host if plan.input_mode == IPC.PER_HOST_V2 else 1
         for device, index, total, consumed in _deployments(topology, plan):
             context._deployment = (device, index, total, consumed)
             try:
@@ -195,49 +230,82 @@ class ShardedInput:
                     returned = call_input_fn(input_fn, phase, est.config, est.params, plan.input_fn_batch, context)
             finally:
                 context._deployment = None
-            if not isinstance(returned, tf.data.Dataset):
-                raise ValueError(f"{what} must return a tf.data.Dataset when running on shards, got "
-                                 f"{type(returned).__name__}.")
-            if pad:
-                returned = pad_with_stop_signal(returned, plan.input_fn_batch, what)
-            else:
-                _check_static(returned, plan.input_fn_batch, what, batch_axis)
-            with tf.device(device):
-                self.iterators.append(tf.compat.v1.data.make_initializable_iterator(returned))
+            if returned is None:
+                raise ValueError(f"{what} returned None: return a tf.data.Dataset, (features, labels) or features.")
+            if isinstance(returned, tf.data.Dataset):
+                self.readers.append(self._dataset_reader(returned, device, what))
+                continue
+            if phase == "infer":
+                raise TypeError(
+                    f"For mode PREDICT, `input_fn` must return `Dataset` instead of `features` and `labels` "
+                    f"({what} returned {type(returned).__name__}): prediction needs the end of the input to "
+                    "stop and to pad the last batch. Return tf.data.Dataset...batch(params['batch_size'])."
+                )
+            features, labels = split_features_labels(returned)
+            check_static_tensors(features, what, "features")
+            check_static_tensors(labels, what, "labels")
+            _check_static(_spec_of((features, labels) if labels is not None else features), plan, what, batch_axis)
+            if self.infeed is None:
+                self.infeed = HostInfeed()
+            source = self.infeed.add(returned, device, calls_per_step)
+            mask = (lambda: tf.ones([plan.input_fn_batch], tf.bool)) if pad else (lambda: None)
+            self.readers.append(lambda source=source, mask=mask: (self.infeed.dequeue(source), mask()))
 
-    loopable = True  # always Datasets: read inside the device loop
+    def _dataset_reader(self, dataset, device, what):
+        if self.pad:
+            dataset = pad_with_stop_signal(dataset, self.plan.input_fn_batch, what)
+            if self.plan.input_mode in _SPLIT_MODES:
+                _check_static(dataset.element_spec[0], self.plan, what, self.batch_axis)
+        else:
+            _check_static(dataset.element_spec, self.plan, what, self.batch_axis)
+        with tf.device(device):
+            iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
+        self.iterators.append(iterator)
+        if self.pad:
+            return lambda: tuple(iterator.get_next())
+        return lambda: (iterator.get_next(), None)
+
+    loopable = True  # Datasets are read inside the device loop; tensors come through the host infeed
+
+    @property
+    def from_tensors(self) -> bool:
+        """True when input_fn returned tensors (no end-of-input signal: evaluation needs steps)."""
+        return self.infeed is not None
 
     @property
     def initializer(self):
         return tf.group(*[it.initializer for it in self.iterators])
 
-    def _get(self, iterator):
+    def _get(self, reader):
         """One element as (features, labels, mask); labels and mask may be None."""
-        element = iterator.get_next()
-        structure, mask = element if self.pad else (element, None)
+        structure, mask = reader()
         return (*split_features_labels(structure), mask)
 
     def next(self) -> List[Tuple]:
         topo, mode = self.topology, self.plan.input_mode
         out = []
         if mode == IPC.PER_SHARD_V1:
-            for it in self.iterators:
-                out.append(self._get(it))
+            for reader in self.readers:
+                out.append(self._get(reader))
         elif mode == IPC.PER_HOST_V2:
-            for it in self.iterators:
+            for reader in self.readers:
                 for _ in range(topo.replicas_per_host):
-                    out.append(self._get(it))
+                    out.append(self._get(reader))
         elif mode == IPC.BROADCAST:
-            out = [self._get(self.iterators[0])] * topo.num_replicas  # all shards are local (checked when building)
+            out = [self._get(self.readers[0])] * topo.num_replicas  # all shards are local (checked when building)
         else:  # PER_HOST_V1 (one call per host) or SLICED (one call): split along the batch axis
             pieces = topo.replicas_per_host if mode == IPC.PER_HOST_V1 else topo.num_replicas
-            for it in self.iterators:
-                features, labels, mask = self._get(it)
+            for reader in self.readers:
+                features, labels, mask = self._get(reader)
                 f_parts = _split_batch_axis(features, pieces, self.batch_axis, 0)
                 l_parts = _split_batch_axis(labels, pieces, self.batch_axis, 1) if labels is not None else [None] * pieces
                 m_parts = _split(mask, pieces) if mask is not None else [None] * pieces
                 out.extend(zip(f_parts, l_parts, m_parts))
         return out
+
+
+def _spec_of(structure):
+    return tf.nest.map_structure(lambda t: tf.TensorSpec.from_tensor(tf.convert_to_tensor(t)), structure)
 
 
 def _axis(batch_axis, position):

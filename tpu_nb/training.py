@@ -18,6 +18,7 @@ from typing import Optional
 import tensorflow as tf
 
 from . import const_lifting, events
+from .graph_scopes import names_as_outside_loop
 from .host_calls import HostCallQueue
 from .input_pipeline import InputPipeline
 from .interrupts import StopRequest, deferred_interrupts
@@ -107,10 +108,13 @@ class _TrainGraph:
             self.scaffold = _merge_scaffold(scaffold_from_user, est.config, self.input)
 
     def _loop(self, step_fn):
-        """The on-device loop: ``step_fn()`` -> (loss, deps, step) per iteration; stops early on NaN."""
+        """The on-device loop: ``step_fn(i)`` -> (loss, deps, step) per iteration i; stops early on NaN."""
 
         def body(i, last_loss, bad_step):
-            loss, deps, step = step_fn()
+            with names_as_outside_loop():
+                loss, deps, step = step_fn(i)
+            if self.input.infeed is not None:
+                deps = list(deps) + self.input.infeed.take_dequeues()
             with tf.control_dependencies(deps):
                 finite = tf.math.is_finite(loss)
                 new_bad = tf.where(tf.logical_or(finite, bad_step >= 0), bad_step, step)
@@ -132,10 +136,12 @@ class _TrainGraph:
         since = const_lifting.mark(self.graph)
         returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
         const_lifting.lift_dataset_constants(self.graph, returned, since)  # numpy arrays: fed, not embedded
-        self.input = InputPipeline(returned)
-        every_n = est.config.tpu_config.experimental_host_call_every_n_steps
+        self.input = InputPipeline(returned, feed_tensors=True)
+        # As the original off TPU: host_call runs on every step; experimental_host_call_every_n_steps thins
+        # the TPU outfeed only (simulated shards here).
+        every_n = 1
 
-        def step_fn():
+        def step_fn(i):
             features, labels = self.input.next()
             spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
                                  est.train_batch_size, est.use_tpu)
@@ -147,14 +153,14 @@ class _TrainGraph:
             host_call = getattr(spec, "host_call", None)
             if host_call is not None:
                 self.captured["host_call"] = HostCallQueue(host_call[0], host_call[1], every_n)
-                deps.append(self.captured["host_call"].enqueue(step))
+                deps.append(self.captured["host_call"].enqueue(step, i))
             return loss, deps, step
 
         self._loop(step_fn)
 
     def _build_sharded(self, est, input_fn):
         from .batching import plan_batches
-        from .sharded import ShardedStep, make_strategy
+        from .sharded import ShardedStep, make_strategy, sharded_scope
         from .sharded_inputs import InputContext, ShardedInput
 
         topo = self.topology
@@ -164,12 +170,12 @@ class _TrainGraph:
         self.strategy = strategy
         context = InputContext(topo, ModeKeys.TRAIN, self.plan)
         every_n = est.config.tpu_config.experimental_host_call_every_n_steps
-        with strategy.scope():
+        with sharded_scope(strategy):
             self.global_step = tf.compat.v1.train.get_or_create_global_step()
             self.input = ShardedInput(est, input_fn, ModeKeys.TRAIN, topo, self.plan, pad=False, context=context,
                                       batch_axis=est._batch_axis)  # noqa: SLF001
 
-            def step_fn():
+            def step_fn(i):
                 step = ShardedStep(est, strategy, topo, self.plan, context, ModeKeys.TRAIN)
                 step.build(self.input.next(), train=True)
                 self.captured["spec"] = step.spec
@@ -178,7 +184,7 @@ class _TrainGraph:
                     global_step = tf.identity(self.global_step.read_value())
                 if step.host_call is not None:
                     self.captured["host_call"] = HostCallQueue(step.host_call[0], step.host_call[1], every_n)
-                    deps.append(self.captured["host_call"].enqueue(global_step))
+                    deps.append(self.captured["host_call"].enqueue(global_step, i))
                 return step.loss, deps, global_step
 
             self._loop(step_fn)
@@ -307,9 +313,6 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
         if lock.took_over_stale:
             _log.info("Took over a stale training lock in %s left by a process that no longer runs.", model_dir)
         built = _TrainGraph(est, input_fn, run_id, topology)
-        if not built.input.loopable and not (ipl.unit == "count" and ipl.value == 1):
-            _log.warning("input_fn returned tensors, not a tf.data.Dataset: running one step per session run. "
-                         "Return a Dataset to run iterations_per_loop steps per run.")
         sizer = TimedLoopSizer(ipl.value) if ipl.is_time else None
         listener = _PublishingListener(run_id, save_dir)
         # As the original's tf.compat.v1.summary.scalar('loss'): the graph's next free 'loss' name, so a
@@ -365,20 +368,24 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                 ctx = step_context
                 session = ctx.session
                 k = sizer.size if sizer else int(ipl.value)
-                if not built.input.loopable:
-                    k = 1
                 k = next_loop_size(state["step"], target, k)
                 if k == 0:
                     ctx.request_stop()
                     return
                 t0 = time.perf_counter()
+                feeding = built.input.infeed.start(session, k) if built.input.infeed is not None else None
+                completed = None
                 try:
                     ran, loss, bad_step, step = session.run(
                         [built.loop[0], built.loop[1], built.loop[2], built.step_after], {built.iterations: k})
+                    completed = int(ran)
                 except tf.errors.OutOfRangeError:
                     state["exhausted"] = True
                     step = session.run(built.global_step)
                     ran, loss, bad_step = step - state["step"], state["last_loss"], -1
+                finally:
+                    if feeding is not None:
+                        feeding.finish(completed)
                 seconds = time.perf_counter() - t0
                 step = int(step)
                 if bad_step >= 0:
