@@ -40,21 +40,42 @@ def test_host_call_every_n_steps_writes_v2_summaries(tmp_path):
         step = tf.compat.v1.train.get_global_step()
 
         def host_fn(gs, loss):
+            # One row per shard: every shard saw the same step.
             with tf.summary.create_file_writer(logdir).as_default():
-                tf.summary.scalar("host_loss", loss, step=gs)
+                tf.summary.scalar("host_loss", tf.reduce_mean(loss), step=gs[0])
                 return tf.compat.v1.summary.all_v2_summary_ops()
 
-        return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss, train_op=spec.train_op, host_call=(host_fn, [step, spec.loss]))
+        return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss, train_op=spec.train_op,
+                                       host_call=(host_fn, [tf.reshape(step, [1]), tf.reshape(spec.loss, [1])]))
+
+    tpu_config = tpu_nb.TPUConfig(iterations_per_loop=4, experimental_host_call_every_n_steps=3)
+    est = tpu_nb.TPUEstimator(fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path / "shards"), tpu_config=tpu_config,
+                                                          cluster=tpu_nb.SimulatedTPU(num_cores=2)),
+                              train_batch_size=16)
+    est.train(train_input_fn, steps=12)
+    steps = [step for step, _ in _scalars(logdir)["host_loss"]]
+    # As the original's outfeed: iterations 0 and 3 of each loop of 4 (steps 1-4, 5-8, 9-12), so global
+    # steps 1, 4, 5, 8, 9, 12. A global-step read inside model_fn has no fixed order against that step's
+    # update in graph mode, so it shows the step's start or end value.
+    assert len(steps) == 6
+    assert all(s in (n - 1, n) for s, n in zip(steps, [1, 4, 5, 8, 9, 12]))
+
+
+def test_host_call_runs_every_step_on_one_device_whatever_every_n_says(tmp_path):
+    # The original applied experimental_host_call_every_n_steps to the TPU outfeed only.
+    seen = []
+
+    def fn(features, labels, mode, params):
+        spec = model_fn(features, labels, mode, params)
+        step = tf.compat.v1.train.get_global_step()
+        host_fn = lambda gs: [tf.compat.v1.py_func(lambda v: seen.append(int(v)) or 0, [gs], tf.int64)]  # noqa: E731
+        return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss, train_op=spec.train_op, host_call=(host_fn, [step]))
 
     config = dict(tpu_config=tpu_nb.TPUConfig(iterations_per_loop=4, experimental_host_call_every_n_steps=3))
     est = tpu_nb.TPUEstimator(fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path), **config), use_tpu=False,
                               train_batch_size=16)
-    est.train(train_input_fn, steps=12)
-    steps = [step for step, _ in _scalars(logdir)["host_loss"]]
-    # Enqueued on steps 3, 6, 9, 12. A global-step read inside model_fn has no fixed order against that
-    # step's update in graph mode, so it shows the step's start or end value.
-    assert len(steps) == 4
-    assert all(s in (n - 1, n) for s, n in zip(steps, [3, 6, 9, 12]))
+    est.train(train_input_fn, steps=8)
+    assert len(seen) == 8
 
 
 def test_export_tpu_metagraph_holds_tpu_rewrite_and_cpu_one_does_not(tmp_path):

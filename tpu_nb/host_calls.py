@@ -47,13 +47,21 @@ class HostCallQueue:
         self._flat = flat
         self._callable = None
 
-    def enqueue(self, global_step):
-        """The in-loop op: enqueue this step's tensors when ``global_step % n == 0``."""
-        values = [tf.cast(global_step, tf.int64)] + self._flat
+    def enqueue(self, global_step, loop_index=None):
+        """The in-loop op: enqueue this step's tensors on iterations 0, n, 2n, ... of each loop.
+
+        As the original TPUEstimator's outfeed: the count restarts with every loop of
+        ``iterations_per_loop`` steps (``loop_index`` is the iteration within the loop).
+        """
+        # Copies: under TF1 behaviour a RefVariable's read (the global step, a variable the user passes)
+        # aliases the variable's buffer, so a queued value would change with later steps' updates.
+        values = [tf.raw_ops.DeepCopy(x=t) for t in [tf.cast(global_step, tf.int64)] + self._flat]
         if self.every_n_steps == 1:
             return self.queue.enqueue(values)
+        if loop_index is None:
+            raise ValueError("internal: host_call every n steps needs the iteration within the loop")
         return tf.cond(
-            tf.equal(tf.math.floormod(tf.cast(global_step, tf.int64), self.every_n_steps), 0),
+            tf.equal(tf.math.floormod(tf.cast(loop_index, tf.int64), self.every_n_steps), 0),
             lambda: self.queue.enqueue(values),
             tf.no_op,
         )

@@ -22,12 +22,28 @@ def local_init_op(extra=()):
     return tf.group(*ops)
 
 
+def _is_finalized(scaffold) -> bool:
+    # finalize() fills in every op it defaults; a fresh Scaffold has them None.
+    return scaffold.ready_for_local_init_op is not None and scaffold.saver is not None and \
+        scaffold.local_init_op is not None and scaffold.init_op is not None
+
+
 def merge_scaffold(user, extra_local_init=(), saver=None):
-    """A Scaffold running the user's init pieces plus the engine's local initializers."""
+    """The Scaffold a session runs: the user's own, with the engine's local initializers added.
+
+    The user's object itself is returned (so it is the one the session finalizes, as in the original, and
+    code holding it sees its init/ready ops set); a fresh one when the user gave none or already finalized it.
+    """
     if user is not None and not isinstance(user, tf.compat.v1.train.Scaffold):
         raise TypeError(f"scaffold_fn must return a tf.compat.v1.train.Scaffold or None, got {type(user).__name__}.")
     if user is not None and user.saver is not None:
         saver = user.saver
+    if user is not None and not _is_finalized(user):
+        # Scaffold has no setters; its fields are plain attributes read by finalize().
+        user._local_init_op = local_init_op([*extra_local_init, user.local_init_op])  # noqa: SLF001
+        if user.saver is None:
+            user._saver = saver  # noqa: SLF001
+        return user
     init_fn = None
     if user is not None and user._init_fn is not None:  # noqa: SLF001 - already bound to the user's scaffold
         bound = user._init_fn  # noqa: SLF001
