@@ -19,6 +19,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import tensorflow as tf
+
+# TPU_NB_TEST_BEHAVIOR=tf1 runs the suite the way most TPUEstimator programs start:
+# tf.compat.v1.disable_v2_behavior() before anything else (RefVariables, control flow v1,
+# TensorShape dims as Dimension objects). 'no_eager' disables eager execution alone.
+_BEHAVIOR = os.environ.get("TPU_NB_TEST_BEHAVIOR", "tf2")
+if _BEHAVIOR == "tf1":
+    tf.compat.v1.disable_v2_behavior()
+elif _BEHAVIOR == "no_eager":
+    tf.compat.v1.disable_eager_execution()
+elif _BEHAVIOR != "tf2":
+    raise ValueError(f"TPU_NB_TEST_BEHAVIOR must be tf2, tf1 or no_eager, got {_BEHAVIOR!r}")
+
 import tf_keras
 
 NUM_FEATURES = 784
