@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from . import const_lifting, events
 from .eval_step import advance_eval_step
+from .graph_scopes import names_as_outside_loop
 from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
@@ -102,6 +103,10 @@ def _build_single(est, input_fn, steps):
                          est.eval_batch_size, est.use_tpu)
     loss_mean, loss_update = tf.compat.v1.metrics.mean(tf.cast(spec.loss, tf.float32), name="mean_loss")
     metrics = metric_ops_from_spec(spec)
+    host_call = getattr(spec, "host_call", None)
+    if host_call is not None:  # runs with every evaluation step, as the original's
+        outputs = call_with_tensors(*host_call)
+        loss_update = tf.group(loss_update, *[o for o in tf.nest.flatten(outputs) if o is not None])
     return global_step, pipeline.initializer, spec, (loss_mean, loss_update), metrics
 
 
@@ -117,7 +122,7 @@ def eval_input_mode(est):
 
 def _sharded_setup(est, input_fn, topology, mode, batch_size, what):
     from .batching import plan_batches
-    from .sharded import make_strategy
+    from .sharded import make_strategy, sharded_scope
     from .sharded_inputs import InputContext, ShardedInput
 
     if batch_size is None:
@@ -127,7 +132,7 @@ def _sharded_setup(est, input_fn, topology, mode, batch_size, what):
     plan = plan_batches(batch_size, topology.num_replicas, topology.num_hosts, eval_input_mode(est), mode)
     strategy = make_strategy(topology)
     context = InputContext(topology, mode, plan)
-    with strategy.scope():
+    with sharded_scope(strategy):
         global_step = tf.compat.v1.train.get_or_create_global_step()
         inputs = ShardedInput(est, input_fn, mode, topology, plan, pad=True, context=context,
                               batch_axis=est._batch_axis)  # noqa: SLF001
@@ -138,10 +143,10 @@ def _sharded_setup(est, input_fn, topology, mode, batch_size, what):
 
 def build_sharded_step(est, input_fn, topology, mode, batch_size, what):
     """Padded, masked sharded inputs plus one ShardedStep for EVAL or PREDICT (no loop)."""
-    from .sharded import ShardedStep
+    from .sharded import ShardedStep, sharded_scope
 
     strategy, plan, context, global_step, inputs = _sharded_setup(est, input_fn, topology, mode, batch_size, what)
-    with strategy.scope():
+    with sharded_scope(strategy):
         step = ShardedStep(est, strategy, topology, plan, context, mode).build(inputs.next(), train=False)
     return global_step, inputs.initializer, step
 
@@ -157,34 +162,38 @@ class _ShardedEvalLoop:
 
     def __init__(self, est, input_fn, topology):
         from .host_calls import HostCallQueue
-        from .sharded import ShardedStep
+        from .sharded import ShardedStep, sharded_scope
 
         strategy, plan, context, self.global_step, inputs = _sharded_setup(
             est, input_fn, topology, ModeKeys.EVAL, est.eval_batch_size, "evaluate()")
         self.initializer = inputs.initializer
+        self.infeed = inputs.infeed
         self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="eval_iterations")
         captured = {}
 
         def body(i, rows):
-            step = ShardedStep(est, strategy, topology, plan, context, ModeKeys.EVAL).build(inputs.next())
+            with names_as_outside_loop():
+                step = ShardedStep(est, strategy, topology, plan, context, ModeKeys.EVAL).build(inputs.next())
             captured["step"] = step
             real = tf.reduce_sum(tf.cast(step.mask, tf.int64))
-            metric_tensors = []
-            if step.eval_metrics is not None:
-                fn, tensors = step.eval_metrics
-                metric_tensors = list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
-            queue = HostCallQueue(self._host_fn, [step.loss, real] + metric_tensors)
+            metric_tensors = _flat_fn_tensors(step.eval_metrics)
+            captured["metric_count"] = len(metric_tensors)
+            host_tensors = _flat_fn_tensors(step.host_call)  # the original ran host_call on every eval step too
+            queue = HostCallQueue(self._host_fn, [step.loss, real] + metric_tensors + host_tensors)
             captured["queue"] = queue
-            with tf.control_dependencies([queue.enqueue(tf.cast(i, tf.int64))]):
+            consumed = inputs.infeed.take_dequeues() if inputs.infeed is not None else []
+            with tf.control_dependencies([queue.enqueue(tf.cast(i, tf.int64))] + consumed):
                 return i + 1, tf.identity(real)
 
-        with strategy.scope():
+        with sharded_scope(strategy):
             self.loop = tf.while_loop(lambda i, rows: tf.logical_and(i < self.iterations, tf.not_equal(rows, 0)),
                                       body, [tf.constant(0), tf.constant(-1, tf.int64)], parallel_iterations=1,
                                       name="eval_loop")
         step = captured["step"]
         self.spec = step.spec
         self._metric_fn_tensors = step.eval_metrics
+        self._host_call = step.host_call
+        self._metric_count = captured["metric_count"]
         self.queue = captured["queue"]
         self.metrics = {}
         self.loss = None
@@ -194,17 +203,32 @@ class _ShardedEvalLoop:
         # rows, is not an evaluation step), so hooks see it in after_run.
         self.advance_eval_step = advance_eval_step(ran - tf.cast(tf.equal(rows, 0), ran.dtype))
 
-    def _host_fn(self, loss, real, *metric_tensors):
+    def _host_fn(self, loss, real, *tensors):
         # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
         self.loss = tf.compat.v1.metrics.mean(loss, weights=tf.cast(real, tf.float32), name="mean_loss")
         updates = [self.loss[1]]
+        metric_tensors, host_tensors = tensors[:self._metric_count], tensors[self._metric_count:]
         if self._metric_fn_tensors is not None:
-            fn, structure = self._metric_fn_tensors
-            tensors = (dict(zip(structure.keys(), metric_tensors)) if isinstance(structure, dict)
-                       else list(metric_tensors))
-            self.metrics = _check_metric_dict(call_with_tensors(fn, tensors))
+            self.metrics = _check_metric_dict(call_with_tensors(*_repacked(self._metric_fn_tensors, metric_tensors)))
             updates += [pair[1] for pair in self.metrics.values()]
+        if self._host_call is not None:
+            outputs = call_with_tensors(*_repacked(self._host_call, host_tensors))
+            updates += [o for o in tf.nest.flatten(outputs) if o is not None]
         return updates
+
+
+def _flat_fn_tensors(fn_and_tensors):
+    """The tensors of an (fn, list or dict) pair, flat (none for None)."""
+    if fn_and_tensors is None:
+        return []
+    _, tensors = fn_and_tensors
+    return list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
+
+
+def _repacked(fn_and_tensors, flat):
+    """(fn, tensors in the pair's structure) from its flat tensors."""
+    fn, structure = fn_and_tensors
+    return fn, (dict(zip(structure.keys(), flat)) if isinstance(structure, dict) else list(flat))
 
 
 def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None, topology=None):
@@ -227,6 +251,9 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             tf.compat.v1.set_random_seed(est.config.tf_random_seed)
         if topology.sharded:
             loop = _ShardedEvalLoop(est, input_fn, topology)
+            if loop.infeed is not None and steps is None:
+                raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
+                                 "cannot be detected: pass evaluate(steps=N), or return a Dataset.")
             global_step, initializer, spec = loop.global_step, loop.initializer, loop.spec
             (loss_mean, _), metrics = loop.loss, loop.metrics
             session_config = topology.session_config(est.config.session_config)
@@ -264,9 +291,17 @@ def _run_sharded_eval_loops(sess, loop, steps, ipl):
     """Runs eval loops until ``steps`` or the stopping signal; returns the steps with real rows."""
     per_loop = int(ipl.value) if not ipl.is_time else 100
     count = 0
+    raw = sess.run_step_fn(lambda step_context: step_context.session) if loop.infeed is not None else None
     while not sess.should_stop() and (steps is None or count < steps):
         k = per_loop if steps is None else min(per_loop, steps - count)
-        ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
+        feeding = loop.infeed.start(raw, k) if raw is not None else None
+        completed = None
+        try:
+            ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
+            completed = int(ran)
+        finally:
+            if feeding is not None:
+                feeding.finish(completed)
         sess.run_step_fn(lambda step_context: loop.queue.drain(step_context.session))
         count += int(ran) - (1 if rows == 0 else 0)
         if rows == 0:
