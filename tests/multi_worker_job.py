@@ -15,6 +15,10 @@ os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" fo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorflow as tf  # noqa: E402
+
+if os.environ.get("TPU_NB_TEST_BEHAVIOR") == "tf1":  # the suite's TF1 pass: workers start as TF1 programs do
+    tf.compat.v1.disable_v2_behavior()
+
 import tf_keras  # noqa: E402
 
 import tpu_nb  # noqa: E402
