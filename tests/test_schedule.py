@@ -29,7 +29,7 @@ def test_next_loop_size_without_target_is_full_loops():
 def test_step_args():
     assert check_step_arg("steps", None) is None
     assert check_step_arg("steps", 5) == 5
-    with pytest.raises(TypeError, match="steps must be an int"):
+    with pytest.raises(TypeError, match="steps must be int"):
         check_step_arg("steps", 5.0)
     with pytest.raises(ValueError, match="positive"):
         check_step_arg("steps", 0)

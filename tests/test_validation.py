@@ -140,7 +140,7 @@ def test_bad_iterations_per_loop(value):
 
 @pytest.mark.parametrize("arg", ["steps", "max_steps"])
 def test_float_steps(tmp_path, arg):
-    with pytest.raises(TypeError, match=f"{arg} must be an int"):
+    with pytest.raises(TypeError, match=f"{arg} must be int"):
         estimator(tmp_path).train(train_input_fn, **{arg: 10.0})
     assert checkpoint_step(tmp_path) is None
 

@@ -39,6 +39,9 @@ class BatchPlan:
         return self.global_batch // self.input_fn_calls if self.input_mode != InputPipelineConfig.BROADCAST else self.global_batch
 
 
+_PHASE_NAMES = {"infer": "predict"}  # ModeKeys.PREDICT is "infer"; users and the original say predict
+
+
 def _check(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be int, got {value!r} ({type(value).__name__}): pass a whole number.")
@@ -75,7 +78,8 @@ def plan_batches(global_batch: int, num_replicas: int = 1, num_hosts: int = 1,
     if g % r:
         lower, upper = (g // r) * r, (g // r + 1) * r
         raise ValueError(
-            f"{mode.name}: the {phase} batch size {g} is not divisible by the {r} shards (a global batch size "
+            f"{mode.name}: the {_PHASE_NAMES.get(phase, phase)} batch size {g} is not divisible by the {r} shards "
+            "(a global batch size "
             f"must be divisible by the number of shards). Use a multiple of {r}, e.g. {lower or upper} or {upper}."
         )
     per_replica = g // r

@@ -68,7 +68,7 @@ def parse_iterations_per_loop(value: Union[int, str]) -> IterationsPerLoop:
     if isinstance(value, numbers.Integral):
         if value <= 0:
             raise ValueError(
-                f"iterations_per_loop must be a positive int, got {value}. "
+                f"iterations_per_loop must be positive, got {value}. "
                 "Use e.g. iterations_per_loop=100, or a time budget such as '30s'."
             )
         return IterationsPerLoop(int(value), "count")
@@ -119,7 +119,7 @@ class TPUConfig:
             check_positive_int("TPUConfig.num_shards", self.num_shards)
         if self.num_cores_per_replica is not None and self.num_cores_per_replica not in _CORES_PER_REPLICA:
             raise ValueError(
-                f"TPUConfig.num_cores_per_replica must be one of {sorted(_CORES_PER_REPLICA)}, "
+                "TPUConfig: num_cores_per_replica must be 1, 2, 4, 8, 16, 32, 64, 128; "
                 f"got {self.num_cores_per_replica!r}."
             )
         if self.initial_infeed_sleep_secs is not None and self.initial_infeed_sleep_secs < 0:

@@ -107,7 +107,7 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         kwargs["labels"] = labels
     elif labels is not None and mode != ModeKeys.PREDICT:
         raise ValueError(
-            f"model_fn {describe(model_fn)} does not take labels, but input_fn returns labels. "
+            f"model_fn does not take labels, but input_fn returns labels ({describe(model_fn)}). "
             "Add a `labels` argument to model_fn, or return only features from input_fn."
         )
     if "mode" in args:

@@ -17,12 +17,13 @@ def check_step_arg(name: str, value) -> Optional[int]:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"{name} must be an int, got {value!r} ({type(value).__name__}). "
+            f"{name} must be int (a whole number), got {value!r} ({type(value).__name__}). "
             f"Pass a whole number of steps, e.g. {name}={int(value) if isinstance(value, numbers.Real) else 1000}."
         )
     if value <= 0:
         # "Must specify steps > 0" is the original's wording, which callers match on.
-        raise ValueError(f"Must specify {name} > 0, given: {value}. Pass a positive number of steps, or None.")
+        raise ValueError(f"Must specify {name} > 0, given: {value}: {name} must be positive. Pass a positive "
+                         "number of steps, or None.")
     return int(value)
 
 

@@ -171,12 +171,16 @@ def pad_with_stop_signal(dataset: tf.data.Dataset, batch: int, what: str) -> tf.
         real = dataset.map(lambda *element: (element[0] if len(element) == 1 else element, tf.ones([batch], tf.bool)))
         filler_values = tf.nest.map_structure(lambda s: _zeros(s.shape.as_list(), s.dtype), element_spec)
     else:
-        for spec in specs:
-            if spec.shape.rank is None or spec.shape.rank == 0 or not spec.shape[1:].is_fully_defined():
-                raise ValueError(
-                    f"{what}: features and labels should be static except for the batch dimension (axis 0), "
-                    f"got shape {spec.shape}: give every feature rank >= 1 and static non-batch dimensions."
-                )
+        features_spec, labels_spec = split_features_labels(element_spec)
+        for role, structure in (("features", features_spec), ("labels", labels_spec)):
+            for spec in tf.nest.flatten(structure):
+                if spec is not None and (spec.shape.rank is None or spec.shape.rank == 0
+                                         or not spec.shape[1:].is_fully_defined()):
+                    raise ValueError(
+                        f"{what}: {role} must have static shape except for the batch dimension (axis 0), got "
+                        f"shape {spec.shape}: give every {role[:-1]} tensor rank >= 1 and static non-batch "
+                        "dimensions."
+                    )
 
         def pad(*element):
             structure = element[0] if len(element) == 1 else element
