@@ -52,6 +52,20 @@ def test_model_dir_stays_near_the_models_size(tmp_path):
     assert files["graph.pbtxt"] > 0
 
 
+def test_model_dir_stays_small_on_shards_too_and_every_host_is_fed(tmp_path):
+    import tpu_nb
+
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), cluster=tpu_nb.SimulatedTPU(num_cores=4, num_hosts=2),
+                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=4))
+    est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=32, eval_batch_size=32,
+                              predict_batch_size=32)
+    est.train(_train_input_fn, max_steps=8)  # one input_fn call (and one lifted array) per host
+    assert est.evaluate(_eval_input_fn)["global_step"] == 8
+    assert len(list(est.predict(_predict_input_fn))) == 200  # each host reads the whole (unsharded) input
+    files = _files(tmp_path)
+    assert max(files.values()) < X.nbytes / 2, files
+
+
 def test_written_graph_still_describes_the_model(tmp_path):
     from tensorboard.backend.event_processing import event_accumulator
 
@@ -95,7 +109,7 @@ def test_resume_evaluate_and_predict_feed_the_lifted_input(tmp_path):
     est.train(_train_input_fn, max_steps=4)
     est.train(_train_input_fn, max_steps=8)  # restores, then initializes the input again
     assert est.evaluate(_eval_input_fn)["global_step"] == 8
-    assert len(list(est.predict(_predict_input_fn))) == 100  # plain session
+    assert len(list(est.predict(_predict_input_fn))) == 200  # each host reads the whole (unsharded) input  # plain session
     hooked = list(est.predict(_predict_input_fn, hooks=[tf.compat.v1.train.StopAtStepHook(last_step=10**9)]))
     assert len(hooked) == 100  # MonitoredSession
 

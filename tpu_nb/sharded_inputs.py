@@ -12,6 +12,7 @@ from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
+from . import const_lifting
 from .batching import BatchPlan
 from .config import InputPipelineConfig as IPC
 from .model_calls import call_input_fn, split_features_labels
@@ -229,11 +230,14 @@ class ShardedInput:
         calls_per_step = topology.replicas_per_host if plan.input_mode == IPC.PER_HOST_V2 else 1
         for device, index, total, consumed in _deployments(topology, plan):
             context._deployment = (device, index, total, consumed)
+            graph = tf.compat.v1.get_default_graph()
+            since = const_lifting.mark(graph)
             try:
                 with tf.device(device):
                     returned = call_input_fn(input_fn, phase, est.config, est.params, plan.input_fn_batch, context)
             finally:
                 context._deployment = None
+            const_lifting.lift_dataset_constants(graph, returned, since)  # numpy arrays: fed, not embedded
             if returned is None:
                 raise ValueError(f"{what} returned None: return a tf.data.Dataset, (features, labels) or features.")
             if isinstance(returned, tf.data.Dataset):
