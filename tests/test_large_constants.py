@@ -109,7 +109,7 @@ def test_resume_evaluate_and_predict_feed_the_lifted_input(tmp_path):
     est.train(_train_input_fn, max_steps=4)
     est.train(_train_input_fn, max_steps=8)  # restores, then initializes the input again
     assert est.evaluate(_eval_input_fn)["global_step"] == 8
-    assert len(list(est.predict(_predict_input_fn))) == 200  # each host reads the whole (unsharded) input  # plain session
+    assert len(list(est.predict(_predict_input_fn))) == 100  # plain session
     hooked = list(est.predict(_predict_input_fn, hooks=[tf.compat.v1.train.StopAtStepHook(last_step=10**9)]))
     assert len(hooked) == 100  # MonitoredSession
 
