@@ -273,7 +273,8 @@ class _ExecutionTimer(keras.callbacks.Callback):
         self.steps.append(batch)
 
 
-def run_keras(ipl, total_steps):
+def _keras_mlp(ipl):
+    """The benchmark's MLP in Keras 3, compiled to run ``ipl`` steps per execution."""
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -284,8 +285,12 @@ def run_keras(ipl, total_steps):
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        steps_per_execution=ipl,
-        jit_compile=False)
+        steps_per_execution=ipl, jit_compile=False)
+    return model
+
+
+def run_keras(ipl, total_steps):
+    model = _keras_mlp(ipl)
     timer = _ExecutionTimer()
     t_call = time.perf_counter()
     model.fit(make_dataset(BATCH), epochs=1, steps_per_epoch=total_steps,
@@ -412,17 +417,7 @@ def run_tpu_nb_numpy(ipl, total_steps):
 
 def run_keras_numpy(ipl, total_steps):
     """Keras 3 fit on the same numpy arrays through the same Dataset."""
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((N_FEATURES,)),
-        keras.layers.Dense(N_HIDDEN, activation="relu"),
-        keras.layers.Dense(N_CLASSES),
-    ])
-    model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        steps_per_execution=ipl, jit_compile=False)
+    model = _keras_mlp(ipl)
     timer = _ExecutionTimer()
     t_call = time.perf_counter()
     model.fit(_numpy_dataset(BATCH), epochs=1, steps_per_epoch=total_steps,

@@ -156,18 +156,17 @@ def build_raw_supervised_input_receiver_fn(features, labels, default_batch_size:
                          "rename the features' or the labels' keys.")
 
     def supervised_input_receiver_fn():
-        if isinstance(features, dict):
-            feature_inputs = _placeholders_like(features, default_batch_size)
-            model_features = feature_inputs
-        else:
-            model_features = _placeholder_like(features, default_batch_size)
-            feature_inputs = {_RECEIVER_KEY: model_features}
-        if isinstance(labels, dict):
-            label_inputs = _placeholders_like(labels, default_batch_size)
-            model_labels = label_inputs
-        else:
-            model_labels = _placeholder_like(labels, default_batch_size)
-            label_inputs = {_LABEL_KEY: model_labels}
+        model_features, feature_inputs = _model_and_receiver_inputs(features, _RECEIVER_KEY, default_batch_size)
+        model_labels, label_inputs = _model_and_receiver_inputs(labels, _LABEL_KEY, default_batch_size)
         return SupervisedInputReceiver(model_features, model_labels, {**feature_inputs, **label_inputs})
 
     return supervised_input_receiver_fn
+
+
+def _model_and_receiver_inputs(example, key, default_batch_size):
+    """Placeholders like ``example``: (what model_fn gets, the receiver's dict of them; a lone tensor under ``key``)."""
+    if isinstance(example, dict):
+        placeholders = _placeholders_like(example, default_batch_size)
+        return placeholders, placeholders
+    placeholder = _placeholder_like(example, default_batch_size)
+    return placeholder, {key: placeholder}
