@@ -4,6 +4,7 @@ import glob
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -103,3 +104,30 @@ def test_export_tpu_metagraph_holds_tpu_rewrite_and_cpu_one_does_not(tmp_path):
         sig = meta.signature_def["serving_default"]
         got = sess.run(sig.outputs["class_ids"].name, {sig.inputs["x"].name: x})
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("shards", [None, 2])
+def test_host_call_summaries_are_written_during_evaluation_too(tmp_path, shards):
+    # The original ran host_call on every evaluation step; a host_call that opens its own tf.summary
+    # writer needs it initialized and flushed in the evaluation session as well.
+    logdir = str(tmp_path / "host_eval")
+
+    def fn(features, labels, mode, params):
+        spec = model_fn(features, labels, mode, params)
+        step = tf.reshape(tf.compat.v1.train.get_global_step(), [1])
+
+        def host_fn(gs, loss):
+            suffix = ".train" if mode == tpu_nb.ModeKeys.TRAIN else ".eval"
+            with tf.summary.create_file_writer(logdir, filename_suffix=suffix).as_default():
+                tf.summary.scalar(f"host_loss_{mode}", tf.reduce_mean(loss), step=gs[0])
+                return tf.compat.v1.summary.all_v2_summary_ops()
+
+        return tpu_nb.TPUEstimatorSpec(mode, loss=spec.loss, train_op=spec.train_op,
+                                       host_call=(host_fn, [step, tf.reshape(spec.loss, [1])]))
+
+    cluster = tpu_nb.SimulatedTPU(num_cores=shards) if shards else None
+    est = tpu_nb.TPUEstimator(fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path / "m"), cluster=cluster),
+                              use_tpu=bool(shards), train_batch_size=16, eval_batch_size=16)
+    est.train(train_input_fn, steps=2)
+    est.evaluate(train_input_fn, steps=3)
+    assert len(_scalars(logdir)["host_loss_eval"]) == 3

@@ -80,8 +80,8 @@ def parse_iterations_per_loop(value: Union[int, str]) -> IterationsPerLoop:
                 return IterationsPerLoop(number, "count")
             return IterationsPerLoop(number * _UNIT_SECONDS[unit], "seconds")
     raise ValueError(
-        f"iterations_per_loop={value!r} is not valid: use a positive int (steps per loop) "
-        "or a positive whole duration with a unit and no space: '30s', '5m' or '1h'."
+        f"iterations_per_loop={value!r} is not valid: it must be positive, a whole number of steps per loop "
+        "or a whole duration with a unit and no space: '30s', '5m' or '1h'."
     )
 
 

@@ -17,10 +17,11 @@ from .modes import ModeKeys
 from .schedule import check_step_arg
 from .spec import EstimatorSpec, call_with_tensors
 from .scaffolds import merge_scaffold, user_scaffold
-from .training import check_hooks
+from .training import _flush_writers_op, _summary_writer_init_ops, check_hooks
 
 _log = logging.getLogger("tpu_nb")
 _RESERVED_METRIC_NAMES = ("loss", "global_step")
+_FLUSH = "_tpu_nb_flush_summary_writers"
 
 
 def resolve_checkpoint(est, checkpoint_path, what):
@@ -264,8 +265,13 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             session_config = est.config.session_config
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
+        flush = _flush_writers_op()  # tf.summary writers a host_call made: their events reach disk at the end
+        if flush is not None:
+            final_ops[_FLUSH] = flush
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
-        scaffold = const_lifting.add_to_scaffold(merge_scaffold(user_scaffold(spec), [initializer]), graph)
+        # ... and they need initializing in the session, like the input.
+        scaffold = const_lifting.add_to_scaffold(
+            merge_scaffold(user_scaffold(spec), [initializer] + _summary_writer_init_ops()), graph)
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]
@@ -279,7 +285,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
                     count += 1
         if steps is not None and count < steps:
             _log.info("Evaluation input ended after %d of %d steps.", count, steps)
-        results = {k: _to_python_scalar(v) for k, v in final_hook.final_ops_values.items()}
+        results = {k: _to_python_scalar(v) for k, v in final_hook.final_ops_values.items() if k != _FLUSH}
         _write_eval_summary(est, name, int(results["global_step"]), results)
     _log.info("Evaluation at step %d (%d steps): %s", results["global_step"], count,
               ", ".join(f"{k} = {v:.6g}" for k, v in results.items() if isinstance(v, (float, np.floating))))
