@@ -6,6 +6,7 @@ scaffold_fn: each must build, train and checkpoint on 8 shards as on one device.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -180,3 +181,48 @@ def test_scaffold_from_scaffold_fn_is_the_one_finalized_and_its_ready_op_honoure
     est = _estimator(tmp_path, "s", 4, model_fn)
     est.train(_train_input_fn, steps=2)
     assert scaffolds and scaffolds[-1].ready_op is not None and scaffolds[-1].saver is not None
+
+
+_KERAS_OP_LAYER_PROGRAM = """
+import os, sys, tempfile
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_v2_behavior()
+import tf_keras
+import tpu_nb
+
+def input_fn(params):
+    x, y = np.zeros((64, 4), np.float32), np.zeros((64, 1), np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(params["batch_size"], drop_remainder=True)
+
+def model_fn(features, labels, mode, params):
+    # A TF op applied to Keras inputs inside a functional Model, called on constants.
+    i1, i2 = tf_keras.Input(10), tf_keras.Input(10)
+    model = tf_keras.Model([i1, i2], tf_keras.layers.Dense(1)(tf.concat([i1, i2], axis=1)))
+    loss = tf.reduce_mean(model([tf.ones((5, 10)), tf.ones((5, 10))]))
+    optimizer = tf.compat.v1.tpu.CrossShardOptimizer(tf.compat.v1.train.GradientDescentOptimizer(0.5))
+    return tpu_nb.TPUEstimatorSpec(mode, loss=loss,
+                                   train_op=optimizer.minimize(loss, tf.compat.v1.train.get_global_step()))
+
+shards = int(sys.argv[1])
+config = tpu_nb.RunConfig(model_dir=tempfile.mkdtemp(), tpu_config=tpu_nb.TPUConfig(iterations_per_loop=2),
+                          cluster=tpu_nb.SimulatedTPU(num_cores=shards) if shards else None)
+est = tpu_nb.TPUEstimator(model_fn, config=config, use_tpu=bool(shards), train_batch_size=8)
+est.train(input_fn, steps=4)
+print("step", est.get_variable_value("global_step"))
+"""
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_tf1_keras_op_layer_on_constants_does_not_deadlock(shards):
+    # Under TF1 tf_keras evaluated such constants with a Session while control flow v1 held the graph's
+    # lock for building the device loop: train() waited forever. Run apart, with a time limit, so a
+    # regression fails instead of hanging the suite.
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", _KERAS_OP_LAYER_PROGRAM, str(shards)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step 4" in done.stdout

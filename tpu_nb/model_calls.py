@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
@@ -95,6 +96,39 @@ def _same_op_seeds_on_every_backend():
     yield
 
 
+_keras_op_layer_lock = threading.Lock()
+_keras_op_layer_users = 0
+
+
+@contextlib.contextmanager
+def _keras_op_layers_keep_constants():
+    """tf_keras keeps a TF op's constant inputs as tensors while model_fn runs, as on a TPU.
+
+    In TF1 graph mode tf_keras evaluates them with a Session when a TF op is applied to Keras inputs
+    (a functional Model around tf.concat, say). Inside the device loop control flow v1 holds the graph's
+    mutation lock for the loop's whole construction, so that Session would wait forever. The original
+    ran model_fn in a TPU (XLA) context, where tf_keras keeps such constants as tensors: so does this.
+    Counted, not saved and restored, because replica threads enter and leave interleaved.
+    """
+    global _keras_op_layer_users
+    module = sys.modules.get("tf_keras.src.engine.base_layer_utils")
+    if module is None or not hasattr(module, "_UNSAFE_GRAPH_OP_LAYER_CREATION"):
+        yield
+        return
+    with _keras_op_layer_lock:
+        if _keras_op_layer_users == 0:
+            _keras_op_layers_keep_constants.saved = module._UNSAFE_GRAPH_OP_LAYER_CREATION  # noqa: SLF001
+        _keras_op_layer_users += 1
+        module._UNSAFE_GRAPH_OP_LAYER_CREATION = True  # noqa: SLF001
+    try:
+        yield
+    finally:
+        with _keras_op_layer_lock:
+            _keras_op_layer_users -= 1
+            if _keras_op_layer_users == 0:
+                module._UNSAFE_GRAPH_OP_LAYER_CREATION = _keras_op_layers_keep_constants.saved  # noqa: SLF001
+
+
 def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: Optional[int], use_tpu: bool,
                   allow_estimator_spec: bool = True, context=None, first_replica: bool = True):
     """Calls ``model_fn`` with the subset of (features, labels, mode, params, config) it accepts.
@@ -124,7 +158,7 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         kwargs["params"] = p
     shards = getattr(context, "num_replicas", 1) if context is not None else 1
     seeds = _same_op_seeds_on_every_backend() if first_replica else contextlib.nullcontext()
-    with refuse_keras3(), tpu_ops_off_tpu(shards), seeds:
+    with refuse_keras3(), tpu_ops_off_tpu(shards), seeds, _keras_op_layers_keep_constants():
         spec = model_fn(**kwargs)
     if isinstance(spec, TPUEstimatorSpec):
         pass
