@@ -15,7 +15,7 @@ from .input_pipeline import InputPipeline
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .schedule import check_step_arg
-from .spec import EstimatorSpec, call_with_tensors
+from .spec import EstimatorSpec, call_with_tensors, flat_tensors, repacked
 from .scaffolds import merge_scaffold, user_scaffold
 from .training import _flush_writers_op, _summary_writer_init_ops, check_hooks
 
@@ -210,26 +210,23 @@ class _ShardedEvalLoop:
         updates = [self.loss[1]]
         metric_tensors, host_tensors = tensors[:self._metric_count], tensors[self._metric_count:]
         if self._metric_fn_tensors is not None:
-            self.metrics = _check_metric_dict(call_with_tensors(*_repacked(self._metric_fn_tensors, metric_tensors)))
+            self.metrics = _check_metric_dict(_call_on_flat(self._metric_fn_tensors, metric_tensors))
             updates += [pair[1] for pair in self.metrics.values()]
         if self._host_call is not None:
-            outputs = call_with_tensors(*_repacked(self._host_call, host_tensors))
+            outputs = _call_on_flat(self._host_call, host_tensors)
             updates += [o for o in tf.nest.flatten(outputs) if o is not None]
         return updates
 
 
 def _flat_fn_tensors(fn_and_tensors):
     """The tensors of an (fn, list or dict) pair, flat (none for None)."""
-    if fn_and_tensors is None:
-        return []
-    _, tensors = fn_and_tensors
-    return list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
+    return [] if fn_and_tensors is None else flat_tensors(fn_and_tensors[1])
 
 
-def _repacked(fn_and_tensors, flat):
-    """(fn, tensors in the pair's structure) from its flat tensors."""
+def _call_on_flat(fn_and_tensors, flat):
+    """Calls the pair's fn on ``flat`` put back in the pair's structure."""
     fn, structure = fn_and_tensors
-    return fn, (dict(zip(structure.keys(), flat)) if isinstance(structure, dict) else list(flat))
+    return call_with_tensors(fn, repacked(structure, flat))
 
 
 def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None, topology=None):

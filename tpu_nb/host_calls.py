@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from .spec import call_with_tensors
+from .spec import call_with_tensors, flat_tensors, repacked
 from .signatures import fn_args
 
 _QUEUE_CAPACITY = 2**31 - 1  # bounded by one loop's entries in practice; never blocks the loop
@@ -36,7 +36,7 @@ class HostCallQueue:
         self.every_n_steps = every_n_steps
         self._structure = tensors
         self.names = _names_for(fn, tensors)
-        flat = [tf.convert_to_tensor(t) for t in (tensors.values() if isinstance(tensors, dict) else tensors)]
+        flat = [tf.convert_to_tensor(t) for t in flat_tensors(tensors)]
         self._dtypes = [tf.int64] + [t.dtype for t in flat]
         shapes = [tf.TensorShape([])] + [t.shape for t in flat]
         self._shapes = shapes if all(s.is_fully_defined() for s in shapes) else None
@@ -75,11 +75,7 @@ class HostCallQueue:
         if self._shapes is None:
             values = [tf.ensure_shape(v, t.shape) if t.shape.rank is not None else v
                       for v, t in zip(values, self._flat)]
-        if isinstance(self._structure, dict):
-            structured = dict(zip(self._structure.keys(), values))
-        else:
-            structured = values
-        outputs = call_with_tensors(self.fn, structured)
+        outputs = call_with_tensors(self.fn, repacked(self._structure, values))
         ops = [o for o in tf.nest.flatten(outputs) if o is not None]
         self._fetches = [ops, step, values]
         self.size = self.queue.size()

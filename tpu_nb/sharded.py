@@ -19,7 +19,7 @@ from tensorflow.python.distribute import values as _values
 
 from .config import InputPipelineConfig as IPC
 from .model_calls import call_model_fn
-from .spec import EstimatorSpec
+from .spec import EstimatorSpec, flat_tensors, repacked
 
 
 def _resource_variables(next_creator, **kwargs):
@@ -148,7 +148,7 @@ def gather(strategy, value, only_first=False):
 def _flatten_fn_tensors(field, value):
     """(fn, list_or_dict) -> (fn, structure, flat list); sharded tensors need a batch dimension."""
     fn, tensors = value
-    flat = [tf.convert_to_tensor(t) for t in (tensors.values() if isinstance(tensors, dict) else tensors)]
+    flat = [tf.convert_to_tensor(t) for t in flat_tensors(tensors)]
     for i, t in enumerate(flat):
         if t.shape.rank == 0:
             raise ValueError(
@@ -156,12 +156,6 @@ def _flatten_fn_tensors(field, value):
                 "concatenated along dimension 0. Reshape it to [1], e.g. tf.reshape(t, [1])."
             )
     return fn, tensors, flat
-
-
-def _repack(tensors, flat):
-    if isinstance(tensors, dict):
-        return dict(zip(tensors.keys(), flat))
-    return list(flat)
 
 
 class ShardedStep:
@@ -239,7 +233,7 @@ class ShardedStep:
         if "host_call" in results:
             fn, structure, _ = _flatten_fn_tensors("host_call", self.spec.host_call)
             gathered = [self._gather(v) for v in results["host_call"]]
-            self.host_call = (fn, _repack(structure, gathered))
+            self.host_call = (fn, repacked(structure, gathered))
         self.eval_metrics = None
         self.mask = None
         if masks[0] is not None:
@@ -249,7 +243,7 @@ class ShardedStep:
             gathered = [self._gather(v, only_first=broadcast) for v in results["eval_metrics"]]
             if self.mask is not None:
                 gathered = [tf.boolean_mask(t, self.mask) for t in gathered]
-            self.eval_metrics = (fn, _repack(structure, gathered))
+            self.eval_metrics = (fn, repacked(structure, gathered))
         self.predictions = None
         if "predictions" in results:
             self.predictions = {k: gather(self.strategy, v, only_first=broadcast)

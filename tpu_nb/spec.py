@@ -68,6 +68,16 @@ def check_fn_tensors_tuple(field: str, value) -> None:
     )
 
 
+def flat_tensors(tensors) -> list:
+    """The tensors of an eval_metrics/host_call pair's list or dict, in order (dict: insertion order)."""
+    return list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
+
+
+def repacked(structure, flat):
+    """``flat`` in the shape of ``structure`` (the pair's list or dict), e.g. after gathering or queueing."""
+    return dict(zip(structure.keys(), flat)) if isinstance(structure, dict) else list(flat)
+
+
 def call_with_tensors(fn: Callable, tensors):
     """Calls ``fn`` the way eval_metrics/host_call tuples mean: list positionally, dict by keyword."""
     if isinstance(tensors, dict):
