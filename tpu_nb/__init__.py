@@ -23,6 +23,7 @@ from .serving_inputs import (SupervisedInputReceiver, build_parsing_serving_inpu
 from .topology import MultiWorker, SimulatedTPU
 from .tpu_connection import TPUConnectionError, TPUTopology, resolve_tpu
 from .training import NanLossError
+from .memory_guard import InsufficientMemoryError
 from .xla_check import CompatibilityReport
 from .warm_start import WarmStartSettings
 
@@ -50,6 +51,7 @@ __all__ = [
     "MultiWorker",
     "ModelDirBusyError",
     "NanLossError",
+    "InsufficientMemoryError",
     "PredictOutput",
     "RegressionOutput",
     "RunConfig",

@@ -9,9 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from . import const_lifting, events
+from .control_edges import share_control_inputs
 from .eval_step import advance_eval_step
 from .graph_scopes import names_as_outside_loop
 from .input_pipeline import InputPipeline
+from .memory_guard import BuildMeter
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .schedule import check_step_arg
@@ -175,6 +177,7 @@ class _ShardedEvalLoop:
         def body(i, rows):
             with names_as_outside_loop():
                 step = ShardedStep(est, strategy, topology, plan, context, ModeKeys.EVAL).build(inputs.next())
+            share_control_inputs(tf.compat.v1.get_default_graph())
             captured["step"] = step
             real = tf.reduce_sum(tf.cast(step.mask, tf.int64))
             metric_tensors = _flat_fn_tensors(step.eval_metrics)
@@ -244,6 +247,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         raise TypeError(f"evaluate(name=...) must be a string, got {type(name).__name__}.")
     ckpt = resolve_checkpoint(est, checkpoint_path, "evaluation")
     graph = tf.Graph()
+    meter = BuildMeter()
     with graph.as_default():
         if est.config.tf_random_seed is not None:
             tf.compat.v1.set_random_seed(est.config.tf_random_seed)
@@ -266,6 +270,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
         if flush is not None:
             final_ops[_FLUSH] = flush
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
+        meter.check(f"evaluating on {topology.description}", topology.num_replicas)
         # ... and they need initializing in the session, like the input.
         scaffold = const_lifting.add_to_scaffold(
             merge_scaffold(user_scaffold(spec), [initializer] + _summary_writer_init_ops()), graph)

@@ -10,6 +10,7 @@ import tensorflow as tf
 from . import const_lifting
 from .evaluation import resolve_checkpoint
 from .input_pipeline import InputPipeline
+from .memory_guard import BuildMeter
 from .model_calls import call_input_fn, call_model_fn
 from .modes import ModeKeys
 from .scaffolds import local_init_op, merge_scaffold, user_scaffold
@@ -57,6 +58,7 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
     hooks = check_hooks(hooks)
     ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")
     graph = tf.Graph()
+    meter = BuildMeter()
     with graph.as_default():
         with quiet_tf_logs():
             if est.config.tf_random_seed is not None:
@@ -66,6 +68,10 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
             else:
                 built = _build(est, input_fn, predict_keys)
             spec, predictions, initializer, loopable, session_config = built
+            if topology is not None:
+                meter.check(f"predicting on {topology.description}", topology.num_replicas)
+            else:
+                meter.check("predicting on one device")
             sess, next_batch = _open_session(spec, predictions, initializer, hooks, ckpt, session_config)
         with sess:
             single_shot = not loopable

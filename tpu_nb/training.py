@@ -18,10 +18,12 @@ from typing import Optional
 import tensorflow as tf
 
 from . import const_lifting, events
+from .control_edges import share_control_inputs
 from .graph_scopes import names_as_outside_loop
 from .host_calls import HostCallQueue
 from .input_pipeline import InputPipeline
 from .interrupts import StopRequest, deferred_interrupts
+from .memory_guard import BuildMeter
 from .model_calls import call_input_fn, call_model_fn
 from .model_dir_lock import ModelDirLock
 from .modes import ModeKeys
@@ -113,6 +115,7 @@ class _TrainGraph:
         def body(i, last_loss, bad_step):
             with names_as_outside_loop():
                 loss, deps, step = step_fn(i)
+            share_control_inputs(tf.compat.v1.get_default_graph())
             if self.input.infeed is not None:
                 deps = list(deps) + self.input.infeed.take_dequeues()
             with tf.control_dependencies(deps):
@@ -312,7 +315,9 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
     with (ModelDirLock(model_dir) if chief else contextlib.nullcontext(_NoLock())) as lock:
         if lock.took_over_stale:
             _log.info("Took over a stale training lock in %s left by a process that no longer runs.", model_dir)
+        meter = BuildMeter()
         built = _TrainGraph(est, input_fn, run_id, topology)
+        meter.check(f"training on {topology.description}", topology.num_replicas)
         sizer = TimedLoopSizer(ipl.value) if ipl.is_time else None
         listener = _PublishingListener(run_id, save_dir)
         # As the original's tf.compat.v1.summary.scalar('loss'): the graph's next free 'loss' name, so a
