@@ -226,3 +226,41 @@ def test_tf1_keras_op_layer_on_constants_does_not_deadlock(shards):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 4" in done.stdout
+
+
+class _LoadAfterFirstLoop(tf.compat.v1.train.SessionRunHook):
+    """As hooks written for the original do: ``variable.load(value, session)`` between device loops."""
+
+    def begin(self):
+        with tf.compat.v1.variable_scope("", reuse=True):
+            self.bias = tf.compat.v1.get_variable("bias")
+        self.loaded = False
+
+    def after_run(self, run_context, run_values):
+        if not self.loaded:
+            self.bias.load([100.0], session=run_context.session)
+            self.loaded = True
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_a_hook_loading_a_variable_changes_it_on_every_replica(tmp_path, shards):
+    def model_fn(features, labels, mode, params):
+        bias = tf.compat.v1.get_variable("bias", [1], initializer=tf.compat.v1.zeros_initializer())
+        prediction = tf.reduce_sum(features, axis=[1, 2, 3]) * 0.0 + bias
+        loss = tf.reduce_mean(tf.square(prediction))  # labels ignored: loss is bias**2 on every replica
+        optimizer = tf.compat.v1.train.GradientDescentOptimizer(0.0)
+        if shards:
+            optimizer = tf.compat.v1.tpu.CrossShardOptimizer(optimizer)
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss,
+                                       train_op=optimizer.minimize(loss, tf.compat.v1.train.get_global_step()))
+
+    cluster = tpu_nb.SimulatedTPU(num_cores=shards) if shards else None
+    est = tpu_nb.TPUEstimator(model_fn, config=tpu_nb.RunConfig(
+        model_dir=str(tmp_path), cluster=cluster, tpu_config=tpu_nb.TPUConfig(iterations_per_loop=1)),
+        use_tpu=bool(shards), train_batch_size=BATCH)
+    losses = []
+    with tpu_nb.events.subscribed(lambda e: losses.append(e.loss) if isinstance(e, tpu_nb.events.LoopFinished) else None):
+        est.train(_train_input_fn, steps=2, hooks=[_LoadAfterFirstLoop()])
+    # Had one replica kept bias 0, the mean loss over replicas would be 5000.
+    assert losses == pytest.approx([0.0, 10000.0])
+    assert est.get_variable_value("bias") == pytest.approx([100.0])

@@ -113,8 +113,33 @@ def _scaffold_fn_in_cross_replica_context(spec, strategy):
     return dataclasses.replace(spec, scaffold_fn=scaffold_fn)
 
 
+def _load_into_every_replica(self, value, session=None):
+    """``Variable.load`` for a mirrored variable: every replica's copy gets ``value``.
+
+    TensorFlow's inherited ``load`` feeds ``self.initializer.inputs[1]``, which for a mirrored variable
+    is a new group op (refused in a finalized graph) without such an input. Hooks written for the
+    original (``var.load(v, session=run_context.session)`` in ``after_run``) expect the TPU's single
+    copy to change, so each replica's own initializer is fed instead: no op is built.
+    """
+    if tf.executing_eagerly():
+        self.assign(value)
+        return
+    session = session or tf.compat.v1.get_default_session()
+    if session is None:
+        raise ValueError(f"{self.name}.load(value) needs a session: pass load(value, session=...), "
+                         "e.g. run_context.session in a SessionRunHook.")
+    initializers = [v.initializer for v in self._values]  # noqa: SLF001
+    session.run(initializers, {init.inputs[1]: value for init in initializers})
+
+
+def _install_mirrored_load():
+    if "load" not in vars(_values.DistributedVariable):
+        _values.DistributedVariable.load = _load_into_every_replica
+
+
 def make_strategy(topology):
     """A graph-mode MirroredStrategy over the topology's devices (or MultiWorkerMirroredStrategy)."""
+    _install_mirrored_load()
     if topology.kind == "multi_worker":
         from .multi_worker import make_strategy as make_multi_worker_strategy
 
