@@ -54,12 +54,14 @@ def test_one_device_advances_once_per_step(tmp_path, create_in_begin):
 
 
 @pytest.mark.parametrize("create_in_begin", [False, True])
-def test_shards_advance_by_the_steps_of_each_loop(tmp_path, create_in_begin):
+def test_shards_run_the_given_steps_in_one_loop(tmp_path, create_in_begin):
+    # As the original: evaluate(steps=N) is one device loop of N steps whatever iterations_per_loop is,
+    # so hooks see a single run that advanced the eval step by N.
     est = _sharded(tmp_path, ipl=4)
     est.train(train_input_fn, steps=1)
     hook = _EvalStepReader(create_in_begin)
-    est.evaluate(_eval_input_fn(160), steps=6, hooks=[hook])  # loops of 4 and 2 steps
-    assert hook.values == [4, 6]
+    est.evaluate(_eval_input_fn(160), steps=6, hooks=[hook])
+    assert hook.values == [6]
 
 
 def test_shards_do_not_count_the_end_of_input(tmp_path):

@@ -296,21 +296,32 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
 
 
 def _run_sharded_eval_loops(sess, loop, steps, ipl):
-    """Runs eval loops until ``steps`` or the stopping signal; returns the steps with real rows."""
+    """Runs eval loops until ``steps`` or the stopping signal; returns the steps with real rows.
+
+    As the original: ``steps=N`` is one loop of N steps (hooks see one run), ``steps=None`` loops of
+    ``iterations_per_loop`` until every shard is past the end of its input. The host runs each step's
+    metric updates while the loop runs, so a long loop never holds more than the host is behind.
+    """
+    from .host_calls import ConcurrentDrain
+
     per_loop = int(ipl.value) if not ipl.is_time else 100
     count = 0
-    raw = sess.run_step_fn(lambda step_context: step_context.session) if loop.infeed is not None else None
+    raw = sess.run_step_fn(lambda step_context: step_context.session)
     while not sess.should_stop() and (steps is None or count < steps):
-        k = per_loop if steps is None else min(per_loop, steps - count)
-        feeding = loop.infeed.start(raw, k) if raw is not None else None
+        k = per_loop if steps is None else steps - count
+        feeding = loop.infeed.start(raw, k) if loop.infeed is not None else None
+        drain = ConcurrentDrain(loop.queue, raw)
         completed = None
         try:
             ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
             completed = int(ran)
+        except BaseException:
+            drain.abort()
+            raise
         finally:
             if feeding is not None:
                 feeding.finish(completed)
-        sess.run_step_fn(lambda step_context: loop.queue.drain(step_context.session))
+        drain.finish()
         count += int(ran) - (1 if rows == 0 else 0)
         if rows == 0:
             break  # every shard is past the end of its input

@@ -8,6 +8,7 @@ session run per loop for the device work, whatever the host_call does.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -101,6 +102,70 @@ class HostCallQueue:
             for column, value in zip(per_name, values):
                 column.append(value)
         return steps, {name: _stack(column) for name, column in zip(self.names, per_name)}
+
+
+class ConcurrentDrain:
+    """Runs a queue's host function on each entry while the device loop that fills it still runs.
+
+    As the original's outfeed thread: a loop of any length (``evaluate(steps=N)`` runs all N steps in
+    one session run, as the original did) keeps only the entries the host has not reached yet, not
+    the whole loop's. Only this thread dequeues, and only when the queue holds entries, so it never
+    blocks; once the loop's run has returned every enqueue is done and an empty queue means finished.
+
+    Example::
+
+        drain = ConcurrentDrain(queue, raw_session)
+        try:
+            session.run(loop)
+        except BaseException:
+            drain.abort()
+            raise
+        taken = drain.finish()
+    """
+
+    _POLL_SECONDS = 0.005
+
+    def __init__(self, queue: HostCallQueue, session):
+        self._queue = queue
+        self._session = session
+        if queue._callable is None:  # noqa: SLF001 - built here, not in the thread, so errors surface now
+            queue._callable = session.make_callable(queue._fetches)  # noqa: SLF001
+        self._loop_done = threading.Event()
+        self._abort = threading.Event()
+        self._error: Optional[BaseException] = None
+        self.taken = 0
+        self._thread = threading.Thread(target=self._run, name="tpu_nb-host-drain", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._abort.is_set():
+                loop_done = self._loop_done.is_set()  # read before the size: see finish()
+                n = int(self._session.run(self._queue.size))
+                if n == 0:
+                    if loop_done:
+                        return
+                    self._loop_done.wait(self._POLL_SECONDS)
+                    continue
+                for _ in range(n):
+                    self._queue._callable()  # noqa: SLF001
+                    self.taken += 1
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread by finish()
+            self._error = error
+
+    def finish(self) -> int:
+        """Call after the loop's session run returned: waits for the rest; returns the entries run."""
+        self._loop_done.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.taken
+
+    def abort(self):
+        """The loop failed: stop without running the entries still queued."""
+        self._abort.set()
+        self._loop_done.set()
+        self._thread.join()
 
 
 def _stack(values: List[Any]) -> np.ndarray:
