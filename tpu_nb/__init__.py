@@ -8,7 +8,7 @@ Code written for ``tf.compat.v1.estimator.tpu`` needs only its imports changed::
 from . import events
 from .config import InputPipelineConfig, RunConfig, TPUConfig
 from .cross_shard import CrossShardOptimizer
-from .estimator import TPUEstimator
+from .estimator import Estimator, TPUEstimator
 from .export import (EXPORT_TAG_MAP, ClassificationOutput, ExportSavedModelApiVersion, PredictOutput,
                      RegressionOutput)
 from .frames import batches_to_frame, iter_predict_frames, predict_frame
@@ -64,6 +64,7 @@ __all__ = [
     "TPUConfig",
     "TensorServingInputReceiver",
     "TPUEstimator",
+    "Estimator",
     "TPUEstimatorSpec",
     "WarmStartSettings",
     "WorkerLostError",

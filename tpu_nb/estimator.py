@@ -243,3 +243,25 @@ class TPUEstimator:
     def get_variable_value(self, name):
         """Value (numpy) of variable ``name`` in the latest checkpoint."""
         return tf.train.load_variable(self._checkpoint_or_fail(), name)
+
+
+class Estimator(TPUEstimator):
+    """``tf.estimator.Estimator``'s contract on one device, for programs that choose it off TPU.
+
+    Programs written for the original often build ``TPUEstimator`` when ``FLAGS.use_tpu`` and a plain
+    ``tf.estimator.Estimator`` otherwise (both left TensorFlow in 2.16). This is ``TPUEstimator`` with
+    ``use_tpu=False``: ``model_fn`` may return an ``EstimatorSpec``, ``params`` carries no
+    ``batch_size`` (the input_fn batches itself), and ``export_saved_model`` writes the ``serve``
+    metagraph only.
+
+    Example::
+
+        est = tpu_nb.Estimator(model_fn, model_dir="/tmp/m", warm_start_from="/tmp/tpu_run")
+        est.train(input_fn, steps=100)
+    """
+
+    def __init__(self, model_fn: Optional[Callable] = None, model_dir: Optional[str] = None,
+                 config: Optional[RunConfig] = None, params: Optional[Dict[str, Any]] = None,
+                 warm_start_from=None):
+        super().__init__(model_fn, model_dir=model_dir, config=config, params=params, use_tpu=False,
+                         warm_start_from=warm_start_from, export_to_tpu=False)
