@@ -19,7 +19,8 @@ from .modes import ModeKeys
 from .schedule import check_step_arg
 from .spec import EstimatorSpec, call_with_tensors, flat_tensors, repacked
 from .scaffolds import merge_scaffold, user_scaffold
-from .training import _flush_writers_op, _summary_writer_init_ops, check_hooks
+from .summary_writers import flush_writers_op, writer_init_ops
+from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
 _RESERVED_METRIC_NAMES = ("loss", "global_step")
@@ -266,14 +267,14 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             session_config = est.config.session_config
         final_ops = {"loss": loss_mean, "global_step": global_step.read_value()}
         final_ops.update({k: pair[0] for k, pair in metrics.items()})
-        flush = _flush_writers_op()  # tf.summary writers a host_call made: their events reach disk at the end
+        flush = flush_writers_op()  # tf.summary writers a host_call made: their events reach disk at the end
         if flush is not None:
             final_ops[_FLUSH] = flush
         final_hook = tf.compat.v1.train.FinalOpsHook(final_ops)
         meter.check(f"evaluating on {topology.description}", topology.num_replicas)
         # ... and they need initializing in the session, like the input.
         scaffold = const_lifting.add_to_scaffold(
-            merge_scaffold(user_scaffold(spec), [initializer] + _summary_writer_init_ops()), graph)
+            merge_scaffold(user_scaffold(spec), [initializer] + writer_init_ops()), graph)
         creator = tf.compat.v1.train.ChiefSessionCreator(
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
         all_hooks = hooks + list(spec.evaluation_hooks) + [final_hook]
@@ -303,24 +304,21 @@ def _run_sharded_eval_loops(sess, loop, steps, ipl):
     metric updates while the loop runs, so a long loop never holds more than the host is behind.
     """
     from .host_calls import ConcurrentDrain
+    from .host_infeed import feeding
 
     per_loop = int(ipl.value) if not ipl.is_time else 100
     count = 0
     raw = sess.run_step_fn(lambda step_context: step_context.session)
     while not sess.should_stop() and (steps is None or count < steps):
         k = per_loop if steps is None else steps - count
-        feeding = loop.infeed.start(raw, k) if loop.infeed is not None else None
-        drain = ConcurrentDrain(loop.queue, raw)
-        completed = None
-        try:
-            ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
-            completed = int(ran)
-        except BaseException:
-            drain.abort()
-            raise
-        finally:
-            if feeding is not None:
-                feeding.finish(completed)
+        with feeding(loop.infeed, raw, k) as feed:
+            drain = ConcurrentDrain(loop.queue, raw)
+            try:
+                ran, rows, _ = sess.run([*loop.loop, loop.advance_eval_step], {loop.iterations: k})
+                feed.ran = int(ran)
+            except BaseException:
+                drain.abort()
+                raise
         drain.finish()
         count += int(ran) - (1 if rows == 0 else 0)
         if rows == 0:

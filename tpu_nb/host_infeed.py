@@ -15,6 +15,7 @@ which the training loop treats as the end of the input.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import List, Optional
 
@@ -100,8 +101,36 @@ class HostInfeed:
         return _Feeding(self, session, steps)
 
 
+@contextlib.contextmanager
+def feeding(infeed: Optional[HostInfeed], session, steps: int):
+    """Feeds ``steps`` steps of host input while the ``with`` body runs the device loop.
+
+    The body sets ``.ran`` to the steps the loop completed; left None (the run failed, or the input
+    ended) the queues are closed so no enqueue stays blocked. Does nothing for ``infeed=None``.
+
+    Example::
+
+        with feeding(infeed, session, k) as feed:
+            feed.ran = int(session.run(loop_counter, {iterations: k}))
+    """
+    feed = infeed.start(session, steps) if infeed is not None else _NoFeeding()
+    try:
+        yield feed
+    finally:
+        feed.finish(feed.ran)
+
+
+class _NoFeeding:
+    ran: Optional[int] = None
+
+    def finish(self, steps_ran):
+        pass
+
+
 class _Feeding:
     """One loop's worth of host input, enqueued by a thread while the device loop runs."""
+
+    ran: Optional[int] = None  # set by the caller once the loop's run returned
 
     def __init__(self, infeed: HostInfeed, session, steps: int):
         self.infeed = infeed

@@ -21,6 +21,7 @@ from . import const_lifting, events
 from .control_edges import share_control_inputs
 from .graph_scopes import names_as_outside_loop
 from .host_calls import HostCallQueue
+from .host_infeed import feeding
 from .input_pipeline import InputPipeline
 from .interrupts import StopRequest, deferred_interrupts
 from .memory_guard import BuildMeter
@@ -30,6 +31,7 @@ from .modes import ModeKeys
 from .scaffolds import merge_scaffold, user_scaffold
 from .schedule import TimedLoopSizer, check_step_arg, next_loop_size, target_step
 from .spec import EstimatorSpec
+from .summary_writers import flush_writers_op, writer_init_ops
 
 _log = logging.getLogger("tpu_nb")
 
@@ -100,7 +102,7 @@ class _TrainGraph:
                 self.host_call.build_host_side()
                 if topology.sharded:
                     _refuse_v1_summaries_in_host_call(self.graph)
-            self.flush_writers = _flush_writers_op()
+            self.flush_writers = flush_writers_op()
 
             scaffold_from_user = user_scaffold(spec)
             if est.warm_start_from is not None and not tf.train.latest_checkpoint(est.model_dir):
@@ -227,14 +229,8 @@ def _merge_scaffold(user, config, input_pipeline):
             save_relative_paths=True,
         )
     # tf.summary v2 writers a host_call created need initializing in every new session.
-    extra = [input_pipeline.initializer] + _summary_writer_init_ops()
+    extra = [input_pipeline.initializer] + writer_init_ops()
     return const_lifting.add_to_scaffold(merge_scaffold(user, extra, saver), tf.compat.v1.get_default_graph())
-
-
-def _summary_writer_init_ops():
-    from tensorflow.python.ops import summary_ops_v2
-
-    return tf.compat.v1.get_collection(summary_ops_v2._SUMMARY_WRITER_INIT_COLLECTION_NAME)  # noqa: SLF001
 
 
 class _Summaries:
@@ -378,19 +374,15 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                     ctx.request_stop()
                     return
                 t0 = time.perf_counter()
-                feeding = built.input.infeed.start(session, k) if built.input.infeed is not None else None
-                completed = None
-                try:
-                    ran, loss, bad_step, step = session.run(
-                        [built.loop[0], built.loop[1], built.loop[2], built.step_after], {built.iterations: k})
-                    completed = int(ran)
-                except tf.errors.OutOfRangeError:
-                    state["exhausted"] = True
-                    step = session.run(built.global_step)
-                    ran, loss, bad_step = step - state["step"], state["last_loss"], -1
-                finally:
-                    if feeding is not None:
-                        feeding.finish(completed)
+                with feeding(built.input.infeed, session, k) as feed:
+                    try:
+                        ran, loss, bad_step, step = session.run(
+                            [built.loop[0], built.loop[1], built.loop[2], built.step_after], {built.iterations: k})
+                        feed.ran = int(ran)
+                    except tf.errors.OutOfRangeError:
+                        state["exhausted"] = True
+                        step = session.run(built.global_step)
+                        ran, loss, bad_step = step - state["step"], state["last_loss"], -1
                 seconds = time.perf_counter() - t0
                 step = int(step)
                 if bad_step >= 0:
@@ -472,13 +464,3 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
             _log.info("Loss for final step: %s.", state["last_loss"])  # the original's line, scripts grep it
         events.publish(events.RunFinished(run_id, final, ModeKeys.TRAIN))
     return est
-
-
-def _flush_writers_op():
-    """One op flushing every tf.summary v2 writer in the graph (None if there is none)."""
-    from tensorflow.python.ops import gen_summary_ops
-
-    handles = [op.inputs[0] for op in _summary_writer_init_ops() if op.inputs]
-    if not handles:
-        return None
-    return tf.group(*[gen_summary_ops.flush_summary_writer(h) for h in handles])
