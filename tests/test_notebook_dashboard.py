@@ -224,3 +224,28 @@ def test_the_browser_module_ships_inside_the_package():
     source = importlib.resources.files("tpu_nb.notebook").joinpath("dashboard.js").read_text()
     assert "export default" in source and "render" in source
     assert Dashboard._esm == source
+
+
+def test_wait_returns_after_the_final_display_of_a_background_run():
+    """A notebook that ends right after ``run.wait()`` must keep the final PNG/HTML, which the
+    dashboard draws when the run's thread tells its listeners "final"."""
+    handle = RunHandle("train")
+    finals = []
+
+    def slow_final(h, what):
+        if what == "final":
+            time.sleep(0.3)  # rendering the PNG takes about this long on a loaded machine
+            finals.append(h.state)
+
+    handle.add_listener(slow_final)
+    handle._run(lambda: "trained", background=True)
+    assert handle.wait(timeout=30) == "trained"
+    assert finals == ["done"]
+
+
+def test_a_final_listener_may_wait_on_its_own_run():
+    handle = RunHandle("train")
+    results = []
+    handle.add_listener(lambda h, what: results.append(h.wait(timeout=5)) if what == "final" else None)
+    handle._run(lambda: "trained", background=True)
+    assert handle.wait(timeout=30) == "trained" and results == ["trained"]

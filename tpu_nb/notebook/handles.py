@@ -61,6 +61,9 @@ class RunHandle:
         self._thread: Optional[threading.Thread] = None
         self._ident: Optional[int] = None
         self._finished = threading.Event()
+        # Set after the "final" listeners too: a background run's dashboard syncs its final state and
+        # redraws its PNG/HTML then, and a notebook that ends right after wait() must keep that display.
+        self._settled = threading.Event()
         self._stop_wanted: Optional[str] = None
         self._unsubscribe = None
 
@@ -127,7 +130,9 @@ class RunHandle:
 
         A stopped run is not an error. Raises ``TimeoutError`` if ``timeout`` passes first.
         """
-        if not self._finished.wait(timeout):
+        # A "final" listener that waits on its own run would wait for itself: the run has ended.
+        done = self._finished if threading.get_ident() == self._ident else self._settled
+        if not done.wait(timeout):
             raise TimeoutError(f"{self.kind} run still {self.state} after {timeout} s.")
         if self.phase == FAILED and self.error is not None and not isinstance(self.error, KeyboardInterrupt):
             raise self.error
@@ -196,7 +201,10 @@ class RunHandle:
         finally:
             self._unsubscribe()
             self._finished.set()
-            self._notify("final")
+            try:
+                self._notify("final")
+            finally:
+                self._settled.set()
 
     def _notify(self, what: str) -> None:
         for callback in self._listeners:
