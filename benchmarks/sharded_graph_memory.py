@@ -13,11 +13,26 @@ plus the graph's serialized size (GraphDef with its function library) and the gr
 phase over the 1-shard run, divided by N-1 (what one extra replica costs).
 
     python benchmarks/sharded_graph_memory.py [--shards 1 2 4 8] [--blocks 12] [--size 64]
+    python benchmarks/sharded_graph_memory.py --model efficientnet_b0 --shards 1 2 4 --size 96 --compare
 
-On the loaded 2-core CI machine: 6 blocks, 32x32 -> each extra replica costs 20 MB built, 53 MB
-with the session, 64-70 MB after the first step, the same for 2, 4 and 8 shards (linear; graph
-0.8 MB per replica); 16 blocks -> 194 MB per replica for 2.1 MB of graph. Memory grows about 90x
-the GraphDef bytes per replica, most of it at session creation and the first run.
+``--model efficientnet_b0`` trains tf_keras.applications' EfficientNet-B0 (5.3M weights, RMSProp,
+updates under ``control_dependencies``) instead; ``--compare`` also measures, in the same run, the
+reference with repeated control inputs not shared (what tpu_nb did before, see tpu_nb/control_edges.py).
+
+On the loaded 2-core CI machine (2026-12-02), EfficientNet-B0 at 96x96:
+
+    shards  graph MB (ref)   peak MB after the first step (ref)
+         1     6.4 (13.5)      1329 (1470)
+         2    14.0 (38.4)      1830 (2287)
+         4    28.5 (79.3)      2814 (3724)
+
+Each extra replica costs 495-501 MB (reference 751-817 MB) and 7.4-7.6 MB of graph (reference
+21.9-24.9 MB; the 1-shard graph is 6.4 MB), so N replicas cost about N times one. Of that, the
+session's copies of the graph (placement, grappler) are about 30x the serialized graph, the Python
+graph about 25x; tpu_nb/memory_guard.py refuses before the session when it cannot fit.
+
+Earlier, the small conv net (6 blocks, 32x32): each extra replica cost 20 MB built, 53 MB with the
+session, 64-70 MB after the first step, linear in shards (graph 0.8 MB per replica).
 """
 
 import argparse
@@ -37,7 +52,7 @@ def _status_kb(field):
     return 0
 
 
-def _child(shards, blocks, size):
+def _child(shards, blocks, size, model):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, _REPO_ROOT)
     import tempfile
@@ -51,7 +66,20 @@ def _child(shards, blocks, size):
     marks = {"imported": _status_kb("VmHWM")}
     layers = tf_keras.layers
 
+    def effnet_model_fn(features, labels, mode, params):
+        # The model the issue measured: the whole EfficientNet-B0 from tf_keras.applications (5.3M weights).
+        net = tf_keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3), classes=10)
+        logits = net(features, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        optimizer = tf.compat.v1.tpu.CrossShardOptimizer(tf.compat.v1.train.RMSPropOptimizer(0.01, momentum=0.9))
+        with tf.control_dependencies(net.get_updates_for(features) + net.get_updates_for(None)):
+            train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step(),
+                                          var_list=net.trainable_variables)
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op)
+
     def model_fn(features, labels, mode, params):
+        if model == "efficientnet_b0":
+            return effnet_model_fn(features, labels, mode, params)
         x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(features)
         x = tf.nn.relu6(layers.BatchNormalization()(x, training=True))
         channels = 32
@@ -105,26 +133,19 @@ def _child(shards, blocks, size):
     print(json.dumps(marks))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--blocks", type=int, default=12)
-    parser.add_argument("--size", type=int, default=64, help="image height and width")
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        _child(args.child, args.blocks, args.size)
-        return
-    rows = {}
-    for shards in args.shards:
-        out = subprocess.run([sys.executable, __file__, "--child", str(shards), "--blocks", str(args.blocks),
-                              "--size", str(args.size)], capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode or not lines:
-            print(f"{shards} shards FAILED (exit {out.returncode}):\n{out.stderr[-3000:]}")
-            continue
-        rows[shards] = json.loads(lines[-1])
-    print(f"conv net, {args.blocks} blocks, {args.size}x{args.size} images, 2 per shard; peak RSS in MB")
+def _measure(shards, args, unshared):
+    command = [sys.executable, __file__, "--child", str(shards), "--blocks", str(args.blocks), "--size", str(args.size),
+               "--model", args.model] + (["--unshared"] if unshared else [])
+    out = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        print(f"{shards} shards FAILED (exit {out.returncode}):\n{out.stderr[-3000:]}")
+        return None
+    return json.loads(lines[-1])
+
+
+def _report(rows, label):
+    print(f"\n{label}")
     print(f"{'shards':>6} {'ops':>7} {'graph MB':>9} {'imported':>9} {'built':>7} {'session':>8} {'step':>7} "
           f"{'built s':>8} {'step s':>7}")
     for shards, m in rows.items():
@@ -132,13 +153,43 @@ def main():
               f"{m['session'] / 1024:>8.0f} {m['step'] / 1024:>7.0f} {m['built_s']:>8.1f} {m['step_s']:>7.1f}")
     if 1 in rows:
         base = rows[1]
-        print("\nper extra replica (growth over 1 shard / (N-1)), MB:")
+        print("per extra replica (growth over 1 shard / (N-1)), MB:")
         for shards, m in rows.items():
             if shards == 1:
                 continue
             per = {k: (m[k] - base[k]) / 1024 / (shards - 1) for k in ("built", "session", "step")}
             print(f"{shards:>6}: built {per['built']:.0f}, session {per['session']:.0f}, step {per['step']:.0f}, "
                   f"graph {(m['graph_mb'] - base['graph_mb']) / (shards - 1):.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--blocks", type=int, default=12)
+    parser.add_argument("--size", type=int, default=64, help="image height and width")
+    parser.add_argument("--model", choices=["convnet", "efficientnet_b0"], default="convnet")
+    parser.add_argument("--compare", action="store_true",
+                        help="also measure the reference: control inputs not shared (tpu_nb before 2026-12-02)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--unshared", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        if args.unshared:
+            sys.path.insert(0, _REPO_ROOT)
+            import tpu_nb.training
+
+            tpu_nb.training.share_control_inputs = lambda graph: 0
+        _child(args.child, args.blocks, args.size, args.model)
+        return
+    what = "EfficientNet-B0" if args.model == "efficientnet_b0" else f"conv net, {args.blocks} blocks"
+    print(f"{what}, {args.size}x{args.size} images, 2 per shard; peak RSS in MB")
+    for unshared in ([False, True] if args.compare else [False]):
+        rows = {}
+        for shards in args.shards:
+            row = _measure(shards, args, unshared)
+            if row is not None:
+                rows[shards] = row
+        _report(rows, "reference: control inputs not shared" if unshared else "tpu_nb")
 
 
 if __name__ == "__main__":
