@@ -70,7 +70,10 @@ def test_predict_with_a_hook_runs_it_per_batch_and_gives_the_same_predictions(tm
 def test_predict_runs_the_user_scaffolds_local_init_op(tmp_path):
     est = estimator(tmp_path / "scaffold", fn=_ones_model_fn, params={"offset": 5.0})
     out = list(est.predict(predict_input_fn, yield_single_examples=False))
-    np.testing.assert_allclose(np.concatenate([b["logits"] for b in out]), _expected_logits(5.0), rtol=1e-5)
+    # atol: the smallest logit is 0.15, a sum of terms near 3 whose float32 rounding in another order is
+    # ~1e-6, too much for rtol alone. A lost local_init_op shows as every logit 5.0 low.
+    np.testing.assert_allclose(np.concatenate([b["logits"] for b in out]), _expected_logits(5.0), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_predict_from_a_checkpoint_missing_a_variable_names_it(tmp_path):

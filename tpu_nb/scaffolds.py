@@ -14,12 +14,58 @@ def user_scaffold(spec):
     return spec.scaffold_fn() if spec.scaffold_fn is not None else None
 
 
-def local_init_op(extra=()):
-    """One op running the default local initializers (local variables, tables, local resources)
-    and each of ``extra`` that is not None (such as an input iterator's initializer)."""
-    ops = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+def local_init_op(extra=(), user_op=None):
+    """One op running the default local initializers (local variables, tables, local resources),
+    each of ``extra`` that is not None (such as an input iterator's initializer) and ``user_op``, the
+    user's own Scaffold ``local_init_op``.
+
+    State that ``user_op`` reads or writes is left to it. One ``tf.group`` runs its members in no set
+    order, so a default initializer of a variable the user's op assigns could run after the assignment
+    and undo it (in 1 of 30 predict() calls, and in most sessions of a small graph). The original
+    TPUEstimator runs the user's op alone in train() and predict(), as a Scaffold's local_init_op
+    replaces the default one, so programs written for it already set up what that op touches.
+    """
+    if user_op is None:
+        ops = [tf.compat.v1.train.Scaffold.default_local_init_op()]
+    else:
+        ops = _default_local_initializers_outside(_upstream_ops(user_op))
+        ops.append(user_op)
     ops.extend(op for op in extra if op is not None)
     return tf.group(*ops)
+
+
+def _upstream_ops(op) -> set:
+    """``op`` and every op it depends on through inputs or control inputs."""
+    seen, stack = set(), [op.op if isinstance(op, tf.Tensor) else op]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(t.op for t in current.inputs)
+        stack.extend(current.control_inputs)
+    return seen
+
+
+def _state_ops(variable) -> set:
+    # A distributed variable (sharded runs) holds one variable per replica, and its own .op may be a
+    # read of one of them; the user's op may touch any.
+    parts = getattr(variable, "values", None)
+    parts = parts if isinstance(parts, (tuple, list)) else ()
+    return {variable.op, *(part.op for part in parts)}
+
+
+def _default_local_initializers_outside(touched: set) -> list:
+    """``Scaffold.default_local_init_op``'s parts, less the variables, tables and resources whose
+    state-holding op is in ``touched``."""
+    graph = tf.compat.v1.get_default_graph()
+    variables = [v for v in tf.compat.v1.local_variables() if not _state_ops(v) & touched]
+    # Every table initializer takes the table's handle as its first input.
+    tables = [init for init in graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
+              if init.inputs[0].op not in touched]
+    resources = [r.create for r in graph.get_collection(tf.compat.v1.GraphKeys.LOCAL_RESOURCES)
+                 if r.handle.op not in touched]
+    return [tf.compat.v1.variables_initializer(variables), *tables, *resources]
 
 
 def _is_finalized(scaffold) -> bool:
@@ -40,7 +86,7 @@ def merge_scaffold(user, extra_local_init=(), saver=None):
         saver = user.saver
     if user is not None and not _is_finalized(user):
         # Scaffold has no setters; its fields are plain attributes read by finalize().
-        user._local_init_op = local_init_op([*extra_local_init, user.local_init_op])  # noqa: SLF001
+        user._local_init_op = local_init_op(extra_local_init, user.local_init_op)  # noqa: SLF001
         if user.saver is None:
             user._saver = saver  # noqa: SLF001
         return user
@@ -54,7 +100,7 @@ def merge_scaffold(user, extra_local_init=(), saver=None):
         init_fn=init_fn,
         ready_op=user.ready_op if user is not None else None,
         ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
-        local_init_op=local_init_op([*extra_local_init, user.local_init_op if user is not None else None]),
+        local_init_op=local_init_op(extra_local_init, user.local_init_op if user is not None else None),
         summary_op=user.summary_op if user is not None else None,
         saver=saver,
     )
