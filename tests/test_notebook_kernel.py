@@ -20,6 +20,8 @@ est = model_zoo.estimator({{model_dir!r}}, iterations_per_loop=10)
 train_fn, eval_fn = model_zoo.train_input_fn, model_zoo.eval_input_fn
 """
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# What a kernel runs first. A kernel is a fresh process: TPU_NB_TEST_BEHAVIOR does not reach it.
+BEHAVIORS = {"tf2": "", "tf1": "import tensorflow as tf\ntf.compat.v1.disable_v2_behavior()\nassert not tf.executing_eagerly()\n"}
 
 
 @pytest.mark.slow
@@ -60,14 +62,15 @@ def _wait_reply(client, msg_id, timeout):
 
 
 @pytest.mark.slow
-def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path):
+@pytest.mark.parametrize("behavior", sorted(BEHAVIORS))
+def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path, behavior):
     manager = jupyter_client.KernelManager(kernel_name="python3")
     manager.start_kernel(cwd=str(tmp_path))
     client = manager.client()
     client.start_channels()
     try:
         client.wait_for_ready(timeout=120)
-        setup = client.execute(SETUP.format(model_dir=str(tmp_path / "model")) + "\nget_ipython().run_line_magic('load_ext', 'tpu_nb')")
+        setup = client.execute(BEHAVIORS[behavior] + SETUP.format(model_dir=str(tmp_path / "model")) + "\nget_ipython().run_line_magic('load_ext', 'tpu_nb')")
         assert _wait_reply(client, setup, 120)["content"]["status"] == "ok"
 
         target = 2_000_000  # hours at this model's speed: only Stop can end it within the test
