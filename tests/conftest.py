@@ -7,6 +7,7 @@ estimator classes changes (``import tpu_nb``).
 import glob
 import os
 import re
+import signal
 import sys
 
 # Make the package importable from a plain checkout (`pytest` run from anywhere).
@@ -294,20 +295,40 @@ class StepRecorder(tf.compat.v1.train.SessionRunHook):
 
 
 @pytest.fixture
+def sigint_handler():
+    """Sets SIGINT's handler for one test (call it with the handler) and restores the inherited one after.
+
+    What a test process inherits depends on how the suite was started: Python's default_int_handler from an
+    interactive shell, SIG_IGN from a background job of a shell without job control.
+    """
+    inherited = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    # None: a handler installed outside Python, which cannot be put back; the default is the nearest.
+    signal.signal(signal.SIGINT, inherited if inherited is not None else signal.SIG_DFL)
+
+
+@pytest.fixture
 def tmp_model_dir(tmp_path):
     d = tmp_path / "model_dir"
     d.mkdir()
     return str(d)
 
 
-# The notebook layer's tests (kernels, widgets, browsers) run once, under TF2 behaviour; CI's TF1 pass
-# selects the engine's tests with -m "not notebook".
+# The notebook layer's tests (widgets, magics, kernels, browsers): CI runs them under TF1 behaviour too,
+# in a pass of their own (-m "notebook and not kernel").
 _NOTEBOOK_TEST_FILES = ("test_notebook", "test_browser", "test_batch_widget", "test_connection_widget",
                         "test_eval_dashboard", "test_notebooks")
+# Tests that start their own kernel (and browser). The kernel is a fresh process that this file's
+# TPU_NB_TEST_BEHAVIOR switch never reaches: its behaviour is whatever the notebook sets, so running
+# them again under another setting repeats the same run (test_notebook_tf1 sets TF1 in the notebook).
+_KERNEL_TEST_FILES = ("test_browser", "test_notebook_kernel", "test_notebook_tf1", "test_notebooks")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if os.path.basename(str(item.fspath)).startswith(_NOTEBOOK_TEST_FILES):
+        name = os.path.basename(str(item.fspath))
+        if name.startswith(_NOTEBOOK_TEST_FILES):
             item.add_marker(pytest.mark.notebook)
+        if name.startswith(_KERNEL_TEST_FILES):
+            item.add_marker(pytest.mark.kernel)
 
