@@ -49,7 +49,8 @@ def test_nan_loss_is_a_nan_loss_during_training_error(tmp_path):
     assert checkpoint_step(tmp_path) == 0
 
 
-def test_ctrl_c_stops_at_loop_boundary_with_checkpoint(tmp_path):
+def test_ctrl_c_stops_at_loop_boundary_with_checkpoint(tmp_path, sigint_handler):
+    sigint_handler(signal.default_int_handler)  # as in an interactive session
     est = estimator(tmp_path, iterations_per_loop=4)
     recorder = _StepRecorder(on_step=lambda step: step == 8 and os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt, match="step 8"):
@@ -62,6 +63,17 @@ def test_ctrl_c_stops_at_loop_boundary_with_checkpoint(tmp_path):
     recorder = _StepRecorder()
     est.train(train_input_fn, steps=4, hooks=[recorder])
     assert recorder.steps == [12]
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, sigint_handler):
+    # How a shell without job control starts a background job ('python train.py &' in a script).
+    sigint_handler(signal.SIG_IGN)
+    est = estimator(tmp_path, iterations_per_loop=4)
+    recorder = _StepRecorder(on_step=lambda step: step == 4 and os.kill(os.getpid(), signal.SIGINT))
+    est.train(train_input_fn, steps=12, hooks=[recorder])
+    assert recorder.steps == [4, 8, 12]
+    assert checkpoint_step(tmp_path) == 12
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_request_stop_from_another_thread(tmp_path):

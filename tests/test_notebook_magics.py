@@ -97,7 +97,8 @@ def test_background_run_stops_on_request_and_the_same_command_resumes(ip, est):
     assert again.history.step.min() > stopped
 
 
-def test_interrupt_stops_at_a_loop_boundary_with_a_checkpoint_and_resumes(ip, est, capsys):
+def test_interrupt_stops_at_a_loop_boundary_with_a_checkpoint_and_resumes(ip, est, capsys, sigint_handler):
+    sigint_handler(signal.default_int_handler)  # a kernel's; the suite may have started with SIGINT ignored
     interrupted = []
 
     def interrupt_once(event):

@@ -39,6 +39,12 @@ class deferred_interrupts:
     A second Ctrl-C restores the previous handler's behaviour (raise at
     once), for a user who really wants out without a checkpoint.
     Outside the main thread it does nothing (signals only reach the main thread).
+
+    Nor does it when SIGINT is ignored: a shell without job control (a script,
+    ``sh -c``, some CI runners) starts background jobs (``&``) that way, so that
+    Ctrl-C meant for the foreground program leaves them running. Python keeps the
+    disposition it inherits, and so does train(): such a run ignores SIGINT as
+    the program would without tpu_nb; ``request_stop()`` or SIGTERM still end it.
     """
 
     def __init__(self, stop: StopRequest):
@@ -55,7 +61,8 @@ class deferred_interrupts:
         self.stop.set("interrupted", from_interrupt=True)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             try:
                 self._previous = signal.signal(signal.SIGINT, self._handler)
                 self._installed = True
