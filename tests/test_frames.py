@@ -199,7 +199,9 @@ def test_one_device_matches_per_example_predict(trained_dir):
     np.testing.assert_array_equal(df["class_ids"].to_numpy(), [p["class_ids"] for p in reference])
     probs = df[[f"probabilities_{j}" for j in range(CLASSES)]]
     assert (probs.dtypes == np.float32).all()
-    np.testing.assert_allclose(probs.to_numpy(), np.stack([p["probabilities"] for p in reference]).astype(np.float32))
+    # atol: some probabilities are near zero, where two runs' float32 rounding alone fails an rtol.
+    np.testing.assert_allclose(probs.to_numpy(), np.stack([p["probabilities"] for p in reference]).astype(np.float32),
+                               rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("pad_to", [None, 16])
