@@ -114,3 +114,29 @@ def test_host_call_loss_keeps_its_tag(tmp_path, cluster):
     assert len(scalars["loss"]) == 4 and {v for _, v in scalars["loss"]} == {_HOST_LOSS}
     engine = sorted(scalars["loss_1"])
     assert sorted({s for s, _ in engine}) == [2, 4] and all(0 < v < 100 for _, v in engine)
+
+
+def test_overlapping_quiet_blocks_restore_the_level_only_when_the_last_ends():
+    # A background training run and an evaluation watcher overlap in a notebook: the first to finish
+    # must not unmute TensorFlow under the other, and the level must come back after both.
+    import logging
+
+    from tensorflow.python.util import deprecation
+
+    from tpu_nb.tf_logs import quiet_tf_logs
+
+    logger = tf.get_logger()
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        first, second = quiet_tf_logs(), quiet_tf_logs()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # the first ends while the second still runs
+        assert logger.level == logging.WARNING
+        assert deprecation._PRINT_DEPRECATION_WARNINGS is False  # noqa: SLF001
+        second.__exit__(None, None, None)
+        assert logger.level == logging.INFO
+        assert deprecation._PRINT_DEPRECATION_WARNINGS is True  # noqa: SLF001
+    finally:
+        logger.setLevel(before)

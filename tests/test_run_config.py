@@ -125,3 +125,22 @@ def test_evaluate_uses_evaluation_master(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         est.train(lambda params: None, steps=1)
     assert asked == ["grpc://eval:1", "grpc://train:1"]
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_no_checkpoint_period_still_leaves_the_final_checkpoint(tmp_path, shards):
+    # Both None crashed train() inside TensorFlow's saver hook; the original saved nothing, which left
+    # evaluate() and resuming without a checkpoint. Only the first and final steps are saved.
+    import tensorflow as tf
+
+    from model_zoo import eval_input_fn, train_input_fn
+
+    cluster = tpu_nb.SimulatedTPU(num_cores=shards) if shards else None
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), cluster=cluster, save_checkpoints_steps=None,
+                              save_checkpoints_secs=None, tpu_config=tpu_nb.TPUConfig(iterations_per_loop=2))
+    est = tpu_nb.TPUEstimator(model_fn, config=config, use_tpu=bool(shards), train_batch_size=16,
+                              eval_batch_size=16)
+    est.train(train_input_fn, steps=6)
+    steps = sorted(int(p.rsplit("-", 1)[1]) for p in tf.train.get_checkpoint_state(str(tmp_path)).all_model_checkpoint_paths)
+    assert steps[-1] == 6 and 2 not in steps and 4 not in steps
+    assert est.evaluate(eval_input_fn, steps=2)["global_step"] == 6

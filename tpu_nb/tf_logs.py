@@ -13,22 +13,48 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 import tensorflow as tf
 from tensorflow.python.util import deprecation
 
 
+_lock = threading.Lock()
+_depth = 0
+_saved = None
+
+
 @contextlib.contextmanager
 def quiet_tf_logs():
+    """Mutes TensorFlow's INFO lines and deprecation notices while the block runs.
+
+    One count for the whole process: a background training run and an evaluation watcher overlap in
+    a notebook, and a per-call save/restore would let the first to finish restore the level under the
+    other (its INFO lines then leak into cells) or leave the level muted after both.
+
+    Example::
+
+        with quiet_tf_logs():
+            session.run(...)
+    """
+    global _depth, _saved
     if os.environ.get("TPU_NB_TF_LOGS", "") not in ("", "0"):
         yield
         return
-    logger = tf.get_logger()
-    previous = logger.level
-    if logger.getEffectiveLevel() < logging.WARNING:
-        logger.setLevel(logging.WARNING)
+    with _lock:
+        if _depth == 0:
+            logger = tf.get_logger()
+            _saved = (logger.level, deprecation._PRINT_DEPRECATION_WARNINGS)  # noqa: SLF001
+            if logger.getEffectiveLevel() < logging.WARNING:
+                logger.setLevel(logging.WARNING)
+            deprecation._PRINT_DEPRECATION_WARNINGS = False  # noqa: SLF001 - what deprecation.silence() sets
+        _depth += 1
     try:
-        with deprecation.silence():
-            yield
+        yield
     finally:
-        logger.setLevel(previous)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                level, printing = _saved
+                tf.get_logger().setLevel(level)
+                deprecation._PRINT_DEPRECATION_WARNINGS = printing  # noqa: SLF001

@@ -200,6 +200,9 @@ class _TrainGraph:
                 self.barrier = strategy.experimental_local_results(ones)[0]
 
 
+_NEVER = 2**62  # a checkpoint period no run reaches
+
+
 class _NoLock:
     took_over_stale = False
 
@@ -322,10 +325,15 @@ def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_list
                                est.config.log_step_count_steps,
                                loss_tag=built.graph.unique_name("loss", mark_as_used=False))
         with built.graph.as_default():
+            save_steps = est.config.save_checkpoints_steps if est.config.save_checkpoints_secs is None else None
+            if save_steps is None and est.config.save_checkpoints_secs is None:
+                # Both None: the original saved nothing; here only the first and final steps are saved
+                # (TF's hook needs a period), so evaluate/predict/resume still have a checkpoint.
+                save_steps = _NEVER
             saver_hook = tf.compat.v1.train.CheckpointSaverHook(
                 save_dir,
                 save_secs=est.config.save_checkpoints_secs,
-                save_steps=est.config.save_checkpoints_steps if est.config.save_checkpoints_secs is None else None,
+                save_steps=save_steps,
                 scaffold=built.scaffold,
                 listeners=listeners + [listener],
                 save_graph_def=est.config.checkpoint_save_graph_def,
