@@ -56,7 +56,9 @@ class HostCallQueue:
         """
         # Copies: under TF1 behaviour a RefVariable's read (the global step, a variable the user passes)
         # aliases the variable's buffer, so a queued value would change with later steps' updates.
-        values = [tf.raw_ops.DeepCopy(x=t) for t in [tf.cast(global_step, tf.int64)] + self._flat]
+        copies = [tf.raw_ops.DeepCopy(x=t) for t in self._flat]
+        _order_writes_after(copies)
+        values = [tf.raw_ops.DeepCopy(x=tf.cast(global_step, tf.int64))] + copies
         if self.every_n_steps == 1:
             return self.queue.enqueue(values)
         if loop_index is None:
@@ -102,6 +104,46 @@ class HostCallQueue:
             for column, value in zip(per_name, values):
                 column.append(value)
         return steps, {name: _stack(column) for name, column in zip(self.names, per_name)}
+
+
+# Ops that write the variable given as their first input (resource handle or TF1 reference).
+_WRITE_OP_PREFIXES = ("Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter", "Apply", "SparseApply",
+                      "Scatter")
+
+
+def _order_writes_after(copies):
+    """Makes this step's variable updates wait until ``copies`` (its host_call values) are taken.
+
+    host_call tensors are read in model_fn, before the train op, but nothing orders a read such as
+    ``tf.reshape(global_step, [1])`` against the optimizer's increment: about once in 1,000 steps the
+    read ran after it and the step was summarised as the next one. Every write op of the step that the
+    values do not themselves depend on now waits for one gate over the copies (a write the values
+    depend on, e.g. a read made under ``control_dependencies([train_op])``, keeps its order).
+    """
+    if not copies:
+        return
+    graph = tf.compat.v1.get_default_graph()
+    context = graph._get_control_flow_context()  # noqa: SLF001
+    ancestors = set()
+    stack = [t.op for t in copies]
+    while stack:
+        op = stack.pop()
+        if op in ancestors:
+            continue
+        ancestors.add(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    writes = [op for op in graph.get_operations()
+              if op.type.startswith(_WRITE_OP_PREFIXES) and op not in ancestors and op.inputs
+              and (op.inputs[0].dtype == tf.resource or op.inputs[0].dtype._is_ref_dtype)  # noqa: SLF001
+              and op._get_control_flow_context() is context]  # noqa: SLF001 - v1 loops forbid other edges
+    if not writes:
+        return
+    with graph.control_dependencies(None), graph.name_scope(None):
+        graph._set_control_flow_context(context)  # noqa: SLF001 - cleared by control_dependencies(None)
+        gate = tf.group(*[t.op for t in copies], name="host_call_values_taken")
+    for op in writes:
+        op._add_control_input(gate)  # noqa: SLF001
 
 
 class ConcurrentDrain:
