@@ -134,3 +134,71 @@ def test_host_call_columns_from_the_engine_keep_scalars_and_skip_the_rest():
     frame = h.to_frame()
     assert frame.loc[frame.step == 8, "loss"].item() == 1.0  # the loop's loss keeps its column
     assert frame.loc[frame.step == 8, "host_loss"].item() == pytest.approx(0.8)
+
+
+def _shard_loop(first, count=4, shards=4):
+    """One loop's host_call columns on ``shards`` shards, as the engine publishes them: each argument's
+    per-shard [1] tensors concatenated, so every step holds one entry per shard."""
+    steps = np.arange(first, first + count, dtype=np.int64)
+    per_shard_loss = (steps[:, None] + np.arange(shards)[None, :] / 10.0).astype(np.float32)
+    return steps, {
+        "global_step": np.repeat(steps[:, None] - 1, shards, axis=1),  # int64, equal on every shard
+        "learning_rate": np.full((count, shards), 0.05, np.float32),
+        "loss": per_shard_loss,  # differs between shards
+        "logits": np.zeros((count, 2 * shards), np.float32),  # two numbers per shard: not a chart
+        "names": np.full((count, shards), "x"),
+    }
+
+
+def test_one_number_per_shard_is_the_common_value_or_the_noted_mean():
+    h = RunHistory(num_shards=4)
+    for first in (1, 5):
+        steps, columns = _shard_loop(first)
+        h.queue_columns(steps, columns)
+        h.add_loop(int(steps[-1]), 0.0, 1.0, None, None)
+
+    steps, global_step = h.series("host/global_step")
+    assert steps.tolist() == list(range(1, 9)) and global_step.tolist() == list(range(0, 8))
+    assert h.series("host/learning_rate")[1].tolist() == [np.float64(np.float32(0.05))] * 8  # not a mean's rounding
+    np.testing.assert_allclose(h.series("host/loss")[1], np.arange(1, 9) + 0.15, rtol=1e-6)
+    assert "host/logits" not in h.names and "host/names" not in h.names
+    # Only the series that is a mean says so; equal shards chart as plain values.
+    assert h.notes == {"host/loss": "mean of 4 shards"}
+    frame = h.to_frame()
+    assert frame.attrs["notes"] == {"host_loss": "mean of 4 shards"}
+    assert frame.loc[frame.step == 8, "global_step"].item() == 7
+
+
+def test_a_series_becomes_a_mean_when_its_shards_first_differ_and_nan_on_a_shard_shows():
+    h = RunHistory(num_shards=2)
+    agree = np.array([[0.5, 0.5], [0.25, 0.25]])
+    h.queue_columns(np.array([1, 2]), {"accuracy": agree, "nan": np.array([[np.nan, np.nan], [1.0, 1.0]])})
+    assert h.notes == {}  # NaN on every shard is not a difference between shards
+    h.queue_columns(np.array([3, 4]), {"accuracy": np.array([[0.5, 1.0], [1.0, 1.0]]),
+                                       "nan": np.array([[1.0, np.nan], [2.0, 2.0]])})
+    assert h.series("host/accuracy")[1].tolist() == [0.5, 0.25, 0.75, 1.0]
+    nan = h.series("host/nan")[1]
+    assert np.isnan(nan[0]) and nan[1] == 1.0 and np.isnan(nan[2]) and nan[3] == 2.0
+    assert h.notes == {"host/accuracy": "mean of 2 shards"}
+
+
+def test_per_step_host_call_values_on_shards_are_combined_the_same_way():
+    h = RunHistory(num_shards=4)
+    for step in range(1, 4):
+        h.queue_scalars(step, {"global_step": np.full(4, step - 1, np.int64),
+                               "loss": np.arange(4, dtype=np.float32) + step, "vector": np.zeros(8)})
+    assert len(h.series("host/loss")[0]) == 3
+    h.add_scalars(4, {"global_step": np.full(4, 3, np.int64), "loss": np.arange(4, dtype=np.float32) + 4})
+    assert h.series("host/global_step")[1].tolist() == [0, 1, 2, 3]
+    assert h.series("host/loss")[1].tolist() == [2.5, 3.5, 4.5, 5.5]
+    assert "host/vector" not in h.names
+    assert h.notes == {"host/loss": "mean of 4 shards"}
+
+
+def test_one_device_keeps_only_one_number_per_step():
+    h = RunHistory()  # num_shards=1: a [4] host_call value is a vector, not four shards
+    steps, columns = _shard_loop(1)
+    h.queue_columns(steps, columns)
+    assert h.names == []
+    h.queue_columns(steps + 4, {"loss": np.arange(4, dtype=np.float32).reshape(4, 1)})
+    assert h.series("host/loss")[1].tolist() == [0, 1, 2, 3] and h.notes == {}

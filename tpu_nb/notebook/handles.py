@@ -261,6 +261,8 @@ class RunHandle:
 
         self.run_id = event.run_id
         self.started = event
+        # Before the first host_call batch, which carries one entry per shard of each argument.
+        self.store.num_shards = event.num_shards
         self.progress.run_started(event.start_step, event.target_step, event.global_batch_size, time.time())
         if self.phase == STARTING:
             self.phase = RUNNING

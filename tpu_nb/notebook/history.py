@@ -12,6 +12,12 @@ Example::
     history.add_scalars(100, {"learning_rate": 0.01})
     history.to_frame()        # columns: step, wall_time, loss, ..., learning_rate
     history.series("loss")    # (steps, values) numpy arrays
+
+On shards, each host_call argument arrives with one entry per shard (the
+original TPUEstimator's outfeed contract). With ``num_shards`` set, an argument
+of one number per shard becomes one point per step: the shards' common value
+when they agree (the global step, a learning rate), else their mean, and the
+series is then noted ``"mean of N shards"`` (``notes``) so that charts say so.
 """
 
 from __future__ import annotations
@@ -67,6 +73,22 @@ class _Series:
         return self.steps.nbytes + self.values.nbytes
 
 
+def _across_shards(matrix: np.ndarray) -> Tuple[np.ndarray, bool]:
+    """One value per row of ``matrix`` (steps x shards) and whether any row's shards differ.
+
+    A row whose shards agree keeps that exact value (a mean of equal float64s may be off by an
+    ulp, and a global step should read as an integer); a row that differs, or holds a NaN, gets
+    the mean, so a NaN on any shard shows. NaN compares false, so it alone never marks a series
+    as a mean.
+    """
+    # Shards first and contiguous: each reduction is then a few vectorised passes over whole rows
+    # of steps, about twice as fast as reducing along the short last axis.
+    shards = np.ascontiguousarray(matrix.T, dtype=np.float64)
+    high, low = np.maximum.reduce(shards), np.minimum.reduce(shards)
+    values = np.where(high == low, shards[0], np.add.reduce(shards) / len(shards))
+    return values, bool((high > low).any())
+
+
 def _as_scalar(value) -> Optional[float]:
     """A float for a numeric scalar (or 1-element array); None for anything else (images, vectors)."""
     if isinstance(value, (float, int)) and not isinstance(value, bool):
@@ -87,10 +109,14 @@ class RunHistory:
     (one point per evaluation).
     """
 
-    def __init__(self):
+    def __init__(self, num_shards: int = 1):
         self._lock = threading.Lock()
         self._series: Dict[str, _Series] = {}
         self._order: List[str] = []  # first-seen order, so columns and charts are stable
+        #: Shards each host_call argument is concatenated over (the run handle sets it at the run's
+        #: start, before any host_call value); 1 keeps one-device runs exactly as they were.
+        self.num_shards = num_shards
+        self._notes: Dict[str, str] = {}  # series name -> how its points were made from the shards
         # Host_call values arrive once per loop: the training thread only queues them (a deque
         # append is atomic and ~50 ns); they are converted in bulk at the loop's end or a read.
         self._queued = collections.deque()
@@ -126,19 +152,45 @@ class RunHistory:
             for i, name in enumerate(LOOP_COLUMNS, start=1):
                 self._get(name).extend(steps, table[:, i])
         queue = self._queued
+        shards = self.num_shards
         for _ in range(len(queue)):
             steps, columns = queue.popleft()
             count = len(steps)
             steps = np.asarray(steps, np.int64)
             for name, column in columns.items():
                 if (isinstance(column, np.ndarray) and column.dtype.kind in "fiub"
-                        and column.size == count and column.ndim >= 1 and len(column) == count):
-                    self._get(HOST_PREFIX + name).extend(steps, column.reshape(count))
+                        and column.ndim >= 1 and len(column) == count):
+                    width = column.size // count if count else 0
+                    if width == 1:
+                        self._get(HOST_PREFIX + name).extend(steps, column.reshape(count))
+                    elif width == shards > 1:
+                        values, differ = _across_shards(column.reshape(count, width))
+                        self._extend_across_shards(HOST_PREFIX + name, steps, values, differ)
+                    # Wider columns (more than one number per shard, or per step on one device) are
+                    # arrays every step: no row of them is a chartable number.
                     continue
                 for step, value in zip(steps.tolist(), column):  # ragged, object or per-step values
-                    scalar = _as_scalar(value)
-                    if scalar is not None:
-                        self._get(HOST_PREFIX + name).append(step, scalar)
+                    self._append_host_value(name, step, value)
+
+    def _append_host_value(self, name: str, step: int, value) -> None:
+        """One step's value of host_call argument ``name``, if it is a number (or one per shard)."""
+        scalar = _as_scalar(value)
+        if scalar is not None:
+            self._get(HOST_PREFIX + name).append(step, scalar)
+            return
+        shards = self.num_shards
+        if shards > 1:
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arr.size == shards and arr.dtype.kind in "fiub":
+                values, differ = _across_shards(arr.reshape(1, shards))
+                self._extend_across_shards(HOST_PREFIX + name, np.asarray([step], np.int64), values, differ)
+
+    def _extend_across_shards(self, name: str, steps: np.ndarray, values: np.ndarray, differ: bool) -> None:
+        self._get(name).extend(steps, values)
+        if differ and name not in self._notes:
+            # Kept for the whole series once any step differs: the points where the shards happened
+            # to agree are that same mean, and a label that came and went would only confuse.
+            self._notes[name] = f"mean of {self.num_shards} shards"
 
     def add_loop(self, step: int, wall_time: float, loss: Optional[float], steps_per_sec: Optional[float],
                  examples_per_sec: Optional[float]) -> None:
@@ -153,8 +205,13 @@ class RunHistory:
                             nan if examples_per_sec is None else examples_per_sec))
 
     def add_scalars(self, step: int, values: Mapping[str, object], prefix: str = HOST_PREFIX) -> None:
-        """Records the scalar entries of ``values`` at ``step`` (non-scalars are skipped)."""
+        """Records the scalar entries of ``values`` at ``step`` (non-scalars are skipped; host_call
+        values of one number per shard are combined as the module docstring says)."""
         with self._lock:
+            if prefix == HOST_PREFIX:
+                for name, value in values.items():
+                    self._append_host_value(name, step, value)
+                return
             for name, value in values.items():
                 scalar = _as_scalar(value)
                 if scalar is not None:
@@ -177,6 +234,14 @@ class RunHistory:
             self._flush()
             series = self._series.get("loss")
             return 0 if series is None else series.n
+
+    @property
+    def notes(self) -> Dict[str, str]:
+        """Series name -> a note on how its points were made (``"mean of 4 shards"``); only series
+        that are not plain values have one."""
+        with self._lock:
+            self._flush()
+            return dict(self._notes)
 
     def lengths(self) -> Dict[str, int]:
         """Points per series (used by the dashboard to find what is new)."""
@@ -212,7 +277,8 @@ class RunHistory:
 
     def to_frame(self):
         """A DataFrame with one row per step that has any record: ``step``, the loop columns, then
-        host_call scalars (by their own name) and eval results (``eval_<name>``).
+        host_call scalars (by their own name) and eval results (``eval_<name>``). ``attrs["notes"]``
+        maps a column to its note (``{"loss": "mean of 4 shards"}``), as ``notes`` does a series.
 
         Loop columns are set at loop ends and NaN on other rows; ``series(name)`` gives one series
         without gaps.
@@ -223,6 +289,7 @@ class RunHistory:
             self._flush()
             views = {name: self._series[name].view() for name in self._order}
             views = {name: (s.copy(), v.copy()) for name, (s, v) in views.items()}
+            notes = dict(self._notes)
         if not views:
             return pd.DataFrame({"step": np.empty(0, np.int64)})
         all_steps = np.unique(np.concatenate([s for s, _ in views.values()]))
@@ -233,7 +300,9 @@ class RunHistory:
             # A step logged twice (e.g. two evals at one step) keeps the later value, as a dict would.
             column[np.searchsorted(all_steps, steps)] = values
             columns[_column_name(name)] = column
-        return pd.DataFrame(columns)
+        frame = pd.DataFrame(columns)
+        frame.attrs["notes"] = {_column_name(name): note for name, note in notes.items()}
+        return frame
 
 
 def _column_order(views: Iterable[str]) -> List[str]:
