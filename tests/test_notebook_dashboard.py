@@ -249,3 +249,11 @@ def test_a_final_listener_may_wait_on_its_own_run():
     handle.add_listener(lambda h, what: results.append(h.wait(timeout=5)) if what == "final" else None)
     handle._run(lambda: "trained", background=True)
     assert handle.wait(timeout=30) == "trained" and results == ["trained"]
+
+
+def test_a_host_call_loss_gets_a_chart_of_its_own():
+    from tpu_nb.notebook._static import chart_groups
+
+    # The browser keys its charts by title: a host_call "loss" titled "loss" drew over the training loss.
+    assert chart_groups(["loss", "host/loss", "host/global_step", "eval/loss"]) == [
+        ("loss", ["loss", "eval/loss"]), ("host_call loss", ["host/loss"]), ("global_step", ["host/global_step"])]

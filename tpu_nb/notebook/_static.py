@@ -18,7 +18,8 @@ _MAX_PANELS = 6
 
 
 def chart_groups(names: List[str]) -> List[Tuple[str, List[str]]]:
-    """(title, series) per chart: loss with eval loss overlaid, eval metrics together, one per host_call scalar.
+    """(title, series) per chart: loss with eval loss overlaid, eval metrics together, one per host_call scalar
+    (``host/loss`` titled ``host_call loss``).
 
     The browser module groups the same way (dashboard.js, ``chartGroups``).
     """
@@ -29,7 +30,9 @@ def chart_groups(names: List[str]) -> List[Tuple[str, List[str]]]:
     metrics = [n for n in names if n.startswith(EVAL_PREFIX) and n != EVAL_PREFIX + "loss"]
     if metrics:
         groups.append(("eval metrics", metrics))
-    groups += [(n[len(HOST_PREFIX):], [n]) for n in names if n.startswith(HOST_PREFIX)]
+    # A host_call argument named "loss" is the usual case: titled apart from the training loss's chart.
+    groups += [("host_call loss" if n == HOST_PREFIX + "loss" else n[len(HOST_PREFIX):], [n])
+               for n in names if n.startswith(HOST_PREFIX)]
     return groups
 
 

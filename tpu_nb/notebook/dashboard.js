@@ -61,7 +61,11 @@ function chartGroups(names) {
   if (loss.length) groups.push(["loss", loss]);
   const metrics = names.filter((n) => n.startsWith("eval/") && n !== "eval/loss");
   if (metrics.length) groups.push(["eval metrics", metrics]);
-  for (const n of names) if (n.startsWith("host/")) groups.push([n.slice(5), [n]]);
+  for (const n of names) {
+    if (!n.startsWith("host/")) continue;
+    // A host_call argument named "loss" is the usual case: titled apart from the training loss's chart.
+    groups.push([n === "host/loss" ? "host_call loss" : n.slice(5), [n]]);
+  }
   return groups;
 }
 
