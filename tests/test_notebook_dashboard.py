@@ -12,6 +12,10 @@ import pytest
 pytest.importorskip("anywidget")
 pytest.importorskip("matplotlib")
 
+import tensorflow as tf
+import tf_keras
+
+import tpu_nb
 from tpu_nb import events
 from tpu_nb.notebook import _fast_stop, _wire
 from tpu_nb.notebook.dashboard import UPDATE_CPU_SHARE, Dashboard
@@ -249,6 +253,121 @@ def test_a_final_listener_may_wait_on_its_own_run():
     handle.add_listener(lambda h, what: results.append(h.wait(timeout=5)) if what == "final" else None)
     handle._run(lambda: "trained", background=True)
     assert handle.wait(timeout=30) == "trained" and results == ["trained"]
+
+
+# -- a real run on simulated shards -------------------------------------------------------------------
+
+SHARDS = 4
+_host_fn_saw = []  # what each host_call step handed host_fn: (global_step, loss, learning_rate), one entry per shard
+
+
+def _sharded_input_fn(params):
+    rng = np.random.RandomState(7)
+    x = rng.randn(512, 3).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32) + rng.randn(512, 1).astype(np.float32))
+    return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(params["batch_size"], drop_remainder=True)
+
+
+def _sharded_model_fn(features, labels, mode, params):
+    predictions = tf_keras.layers.Dense(1, kernel_initializer="zeros")(features)
+    loss = tf.reduce_mean(tf.square(predictions - labels))
+    global_step = tf.compat.v1.train.get_global_step()
+    learning_rate = tf.compat.v1.train.exponential_decay(0.1, global_step, 4, 0.5, staircase=True)
+    optimizer = tf.compat.v1.tpu.CrossShardOptimizer(tf.compat.v1.train.GradientDescentOptimizer(learning_rate))
+    train_op = optimizer.minimize(loss, global_step)
+
+    def host_fn(global_step, loss, learning_rate):
+        def record(*values):
+            _host_fn_saw.append(tuple(np.array(v) for v in values))
+            return np.int64(0)
+
+        return [tf.numpy_function(record, [global_step, loss, learning_rate], tf.int64)]
+
+    # As on a TPU: each shard passes [1]-shaped tensors, and the host gets them concatenated.
+    host_call = (host_fn, [tf.reshape(global_step, [1]), tf.reshape(loss, [1]), tf.reshape(learning_rate, [1])])
+    return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op, host_call=host_call)
+
+
+def test_host_call_values_of_simulated_shards_reach_the_dashboard(tmp_path):
+    from tpu_nb import notebook
+
+    steps = 12
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), cluster=tpu_nb.SimulatedTPU(num_cores=SHARDS),
+                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=4))
+    est = tpu_nb.TPUEstimator(_sharded_model_fn, config=config, use_tpu=True, train_batch_size=8 * SHARDS)
+    _host_fn_saw.clear()
+    handle = notebook.train(est, _sharded_input_fn, steps=steps, dashboard=True)
+    assert handle.state == "done"
+
+    saw = dict(zip(("global_step", "loss", "learning_rate"), (np.stack(v) for v in zip(*_host_fn_saw))))
+    assert saw["loss"].shape == (steps, SHARDS)
+    assert np.all(saw["loss"].std(axis=1) > 0)  # each shard's batch has its own loss: the case to average
+    store = handle.store
+    expected_notes = {}
+    for name, per_shard in saw.items():
+        recorded_steps, values = store.series("host/" + name)
+        assert recorded_steps.tolist() == list(range(1, steps + 1))
+        agree = np.all(per_shard == per_shard[:, :1], axis=1)
+        # Where the shards agree, their value exactly (no mean's rounding); elsewhere, their mean.
+        assert values[agree].tolist() == per_shard[agree, 0].astype(np.float64).tolist()
+        np.testing.assert_allclose(values[~agree], per_shard[~agree].astype(np.float64).mean(axis=1), rtol=1e-6)
+        if not agree.all():
+            expected_notes["host/" + name] = f"mean of {SHARDS} shards"
+    assert expected_notes.get("host/loss") == f"mean of {SHARDS} shards"
+    assert store.notes == expected_notes  # only series whose shards differed say they are means
+    # The loss at each loop's end is the engine's own training loss there (its mean over replicas).
+    losses = store.series("host/loss")[1]
+    loop_steps, loop_losses = store.series("loss")
+    assert loop_steps.tolist() == [4, 8, 12]
+    np.testing.assert_allclose(losses[loop_steps - 1], loop_losses, rtol=1e-5)
+    # The global steps are the steps (each step's, or where a read saw the step's own increment, the
+    # next: the tolerance of test_notebook_tf1). Every shard should pass the same one; where the engine
+    # let one shard's read see the increment, that step's point is the noted mean, checked above.
+    recorded_steps, global_steps = store.series("host/global_step")
+    agree = np.all(saw["global_step"] == saw["global_step"][:, :1], axis=1)
+    assert set((recorded_steps - global_steps)[agree].tolist()) <= {0, 1}
+
+    # The dashboard's final state: one chart per host_call argument, the mean labelled for the legend.
+    snapshot = handle.dashboard.snapshot
+    series = snapshot["series"]
+    assert series["host/global_step"][0] == list(range(1, steps + 1))
+    assert series["host/global_step"][1] == global_steps.tolist()
+    np.testing.assert_allclose(series["host/loss"][1], losses, rtol=1e-4)  # 5 significant digits on the wire
+    assert snapshot["status"]["notes"] == expected_notes
+    assert snapshot["status"]["num_shards"] == SHARDS
+    data, _ = handle.dashboard._repr_mimebundle_()
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert handle.history.attrs["notes"]["host_loss"] == f"mean of {SHARDS} shards"
+
+
+def test_the_browser_labels_a_mean_of_shards_in_the_legend_and_tooltip():
+    """dashboard.js alone in headless Chromium (no Jupyter), given a snapshot with a noted series."""
+    from browser_support import chromium_page, require_browser
+
+    require_browser()
+    source = importlib.resources.files("tpu_nb.notebook").joinpath("dashboard.js").read_text(encoding="utf-8")
+    snapshot = {"status": {"phase": "done", "state": "done", "notes": {"host/loss": "mean of 4 shards"}},
+                "series": {"loss": [[4, 8], [1.0, 0.5]], "host/loss": [[1, 2, 3], [1.5, 1.0, 0.75]],
+                           "host/global_step": [[1, 2, 3], [0, 1, 2]]}}
+    with chromium_page() as page:
+        page.goto("about:blank")
+        charts = page.evaluate("""async ([source, snapshot]) => {
+            const url = URL.createObjectURL(new Blob([source], {type: "text/javascript"}));
+            const module = await import(url);
+            const model = {get: () => snapshot, on() {}, off() {}, send() {}};
+            const root = document.createElement("div");
+            document.body.appendChild(root);
+            module.default.render({model, el: root});
+            await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+            return [...root.querySelectorAll(".tpunb-chart")].map((chart) => ({
+                title: chart.querySelector(".tpunb-chart-title").textContent,
+                legend: chart.querySelector(".tpunb-legend").textContent, tooltip: chart.title}));
+        }""", [source, snapshot])
+    assert charts == [  # the training loss, then one chart per host_call argument: only the mean says so
+        {"title": "loss", "legend": "● train loss", "tooltip": "train loss"},
+        {"title": "host_call loss", "legend": "● loss (mean of 4 shards)", "tooltip": "loss (mean of 4 shards)"},
+        {"title": "global_step", "legend": "", "tooltip": "global_step"},
+    ]
 
 
 def test_a_host_call_loss_gets_a_chart_of_its_own():

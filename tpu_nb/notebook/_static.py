@@ -54,11 +54,14 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
                         wspace=0.28, hspace=0.75 / 2.6 + 0.1)
     FigureCanvasAgg(fig)
     fig.suptitle(f"{handle.kind}: {handle.state}" + _speed_text(handle), fontsize=10)
+    notes = handle.store.notes
     for i, (title, names) in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
         for name in names:
             steps, values = _wire.downsample(*handle.store.series(name), _wire.MAX_POINTS)
             label = name.replace(EVAL_PREFIX, "eval ").replace(HOST_PREFIX, "")
+            if name in notes:
+                label += f" ({notes[name]})"
             if name.startswith(EVAL_PREFIX):
                 ax.plot(steps, values, "o-", markersize=3, label=label)
             else:
@@ -67,7 +70,7 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if len(names) > 1 or title == "eval metrics":
+        if len(names) > 1 or title == "eval metrics" or any(name in notes for name in names):
             ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -251,13 +251,18 @@ function render({ model, el: root }) {
         charts.set(name, chart);
       }
       const lines = names.map((n, i) => ({ ...series[n], color: COLORS[i % COLORS.length], dots: n.startsWith("eval/") }));
+      // A note says how the points were made (a host_call value averaged over shards): the legend
+      // shows it, so a mean is never mistaken for one shard's value, and so does the tooltip.
+      const notes = status.notes || {};
+      const described = (n) => (notes[n] ? `${label(n)} (${notes[n]})` : label(n));
       chart.legend.textContent = "";
-      if (names.length > 1 || name === "loss") {
+      if (names.length > 1 || name === "loss" || names.some((n) => notes[n])) {
         names.forEach((n, i) => {
-          const item = el("span", "", `● ${label(n)}`); item.style.color = COLORS[i % COLORS.length];
+          const item = el("span", "", `● ${described(n)}`); item.style.color = COLORS[i % COLORS.length];
           chart.legend.appendChild(item);
         });
       }
+      chart.node.title = names.map(described).join("\n");
       drawChart(chart.canvas, lines, { log: logBox.checked, smoothing: smoothBox.checked ? Number(smoothRange.value) : 0 });
     }
   }

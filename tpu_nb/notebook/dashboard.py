@@ -96,8 +96,10 @@ class Dashboard(anywidget.AnyWidget):
     # -- kernel -> browser ---------------------------------------------------------------------------
     def _status(self) -> dict:
         h = self.handle
+        # notes: how a chart's points were made ("mean of 4 shards"), for its legend and tooltip. In
+        # every status, not just the snapshot: a series becomes a mean mid-run, when shards first differ.
         status = dict(h.progress.as_dict(), phase=h.phase, state=h.state, kind=h.kind,
-                      loss=h.store.last("loss"), note=h.note, fast_stop=self.fast_stop)
+                      loss=h.store.last("loss"), note=h.note, notes=h.store.notes, fast_stop=self.fast_stop)
         started = h.started
         if started is not None:
             status.update(backend=started.backend, num_shards=started.num_shards, num_hosts=started.num_hosts,
