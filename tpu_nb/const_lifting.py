@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
+from .graph_walk import upstream_ops
+
 #: Constants at least this large (bytes) are lifted (64 KiB: in graph.pbtxt they grow ~4x).
 MIN_BYTES = 1 << 16
 
@@ -60,7 +62,7 @@ def input_feeds(graph: tf.Graph) -> dict:
     feeds = _feeds_by_graph.setdefault(graph, {})
     with graph.as_default():
         for variant, consts in pending:
-            upstream = _upstream_ops(variant)
+            upstream = upstream_ops(variant)
             for const in consts:
                 out = const.outputs[0]
                 consumers = out.consumers()
@@ -94,18 +96,6 @@ def _nbytes(op) -> int:
     if dtype == tf.string or dtype == tf.resource or dtype == tf.variant:
         return 0  # strings' sizes are not in the shape; keep them simple and in place
     return int(np.prod(shape.as_list(), dtype=np.int64)) * dtype.size
-
-
-def _upstream_ops(tensor) -> set:
-    seen, stack = set(), [tensor.op]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return seen
 
 
 def _rewire(const, out, consumers):

@@ -51,17 +51,24 @@ def share_control_inputs(graph, min_inputs=MIN_SHARED):
             continue  # a gate for one op (a tf.group, say) would only add a node
         gate = gates.get(key)
         if gate is None:
-            # No inherited dependencies or name scope: the gate must wait for exactly this set. Clearing
-            # the dependencies also clears the control-flow context, which the gate needs back.
-            with graph.control_dependencies(None), graph.name_scope(None):
-                graph._set_control_flow_context(context)  # noqa: SLF001
-                gate = tf.group(*sorted(inputs, key=lambda x: x.name), name="shared_control_inputs")
+            gate = gate_over(graph, context, sorted(inputs, key=lambda x: x.name), "shared_control_inputs")
             gates[key] = gate
             removed -= len(inputs)
         op._remove_all_control_inputs()  # noqa: SLF001
         op._add_control_input(gate)  # noqa: SLF001
         removed += len(inputs) - 1
     return removed
+
+def gate_over(graph, context, ops, name):
+    """One NoOp in ``context`` that waits for exactly ``ops``.
+
+    No inherited control dependencies or name scope. Clearing the dependencies also clears the
+    control-flow context, which the gate needs back (a v1 loop refuses edges into it from outside).
+    """
+    with graph.control_dependencies(None), graph.name_scope(None):
+        graph._set_control_flow_context(context)  # noqa: SLF001
+        return tf.group(*ops, name=name)
+
 
 def _context(op):
     return op._get_control_flow_context()  # noqa: SLF001

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from .control_edges import gate_over
+from .graph_walk import upstream_ops
 from .spec import call_with_tensors, flat_tensors, repacked
 from .signatures import fn_args
 
@@ -124,24 +126,14 @@ def _order_writes_after(copies):
         return
     graph = tf.compat.v1.get_default_graph()
     context = graph._get_control_flow_context()  # noqa: SLF001
-    ancestors = set()
-    stack = [t.op for t in copies]
-    while stack:
-        op = stack.pop()
-        if op in ancestors:
-            continue
-        ancestors.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
+    ancestors = upstream_ops(*copies)
     writes = [op for op in graph.get_operations()
               if op.type.startswith(_WRITE_OP_PREFIXES) and op not in ancestors and op.inputs
               and (op.inputs[0].dtype == tf.resource or op.inputs[0].dtype._is_ref_dtype)  # noqa: SLF001
               and op._get_control_flow_context() is context]  # noqa: SLF001 - v1 loops forbid other edges
     if not writes:
         return
-    with graph.control_dependencies(None), graph.name_scope(None):
-        graph._set_control_flow_context(context)  # noqa: SLF001 - cleared by control_dependencies(None)
-        gate = tf.group(*[t.op for t in copies], name="host_call_values_taken")
+    gate = gate_over(graph, context, [t.op for t in copies], "host_call_values_taken")
     for op in writes:
         op._add_control_input(gate)  # noqa: SLF001
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .graph_walk import upstream_ops
+
 
 def user_scaffold(spec):
     """The Scaffold a spec asks for: ``scaffold_fn()`` (TPU spec) or ``scaffold`` (plain spec)."""
@@ -28,23 +30,10 @@ def local_init_op(extra=(), user_op=None):
     if user_op is None:
         ops = [tf.compat.v1.train.Scaffold.default_local_init_op()]
     else:
-        ops = _default_local_initializers_outside(_upstream_ops(user_op))
+        ops = _default_local_initializers_outside(upstream_ops(user_op))
         ops.append(user_op)
     ops.extend(op for op in extra if op is not None)
     return tf.group(*ops)
-
-
-def _upstream_ops(op) -> set:
-    """``op`` and every op it depends on through inputs or control inputs."""
-    seen, stack = set(), [op.op if isinstance(op, tf.Tensor) else op]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        stack.extend(t.op for t in current.inputs)
-        stack.extend(current.control_inputs)
-    return seen
 
 
 def _state_ops(variable) -> set:
