@@ -46,7 +46,8 @@ class Dashboard(anywidget.AnyWidget):
 
     At most ``updates_per_second`` updates, fewer if building them would take more than
     ``cpu_share`` of a core (None: no such limit); ``send_in_thread=False`` builds them in the
-    caller's thread, for tests that drive a fake ``clock``.
+    caller's thread, for tests that drive a fake ``clock``; ``cpu_clock`` measures what an update
+    cost (the calling thread's CPU time), replaceable so that tests need not burn real CPU.
     """
 
     _esm = _esm_source()
@@ -55,13 +56,15 @@ class Dashboard(anywidget.AnyWidget):
 
     def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
                  clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
-                 send_in_thread: bool = True, cpu_share: Optional[float] = UPDATE_CPU_SHARE):
+                 send_in_thread: bool = True, cpu_share: Optional[float] = UPDATE_CPU_SHARE,
+                 cpu_clock: Callable[[], float] = time.thread_time):
         super().__init__()
         self.handle = handle
         self._throttle = Throttle(updates_per_second, clock)
         self._base_interval = self._throttle.interval
         self._update_cost: Optional[float] = None  # CPU seconds per update, smoothed
         self._cpu_share = cpu_share  # None: updates_per_second whatever they cost
+        self._cpu_clock = cpu_clock
         # Building and sending an update (downsampling, JSON) takes a few hundred microseconds:
         # done in a thread of its own, it overlaps the next loop instead of delaying it.
         self._sender: Optional[_Sender] = _Sender(lambda: self._send_update()) if send_in_thread else None
@@ -112,11 +115,11 @@ class Dashboard(anywidget.AnyWidget):
         return {"status": self._status(), "series": _wire.snapshot(self.handle.store)}
 
     def _send_update(self) -> None:
-        started = time.thread_time()
+        started = self._cpu_clock()
         try:
             self._build_and_send_update()
         finally:
-            self._pace(time.thread_time() - started)
+            self._pace(self._cpu_clock() - started)
 
     def _pace(self, cost: float) -> None:
         """Spaces updates so that building and sending them takes at most UPDATE_CPU_SHARE of a
