@@ -1,16 +1,27 @@
-// tpu_nb live training dashboard: an anywidget ES module (no build step, no dependencies).
+// tpu_nb live training dashboard: the anywidget ES module's source. `jlpm build:widgets` bundles it
+// with uPlot (charts) into tpu_nb/notebook/static/dashboard.js, so nothing is fetched at run time.
 //
-// The kernel sends {type: "delta", status, series: {name: [steps, values]}} at most a few
-// times per second and syncs the `snapshot` trait ({status, series}) at the start and end of a
-// run. Each view keeps at most MAX_POINTS points per series (halving when it grows past) and
-// redraws at most once per animation frame, so the page stays light whatever the step rate.
+// The kernel sends {type: "delta", status, series: {name: [steps, values]}} at most a few times per
+// second and syncs the `snapshot` trait ({status, series}) at the start and end of a run; a snapshot
+// holds the whole history of the model_dir's runs in this session (a resumed run's chart starts at
+// step 0), already thinned in the kernel with each bucket's min and max kept. Each view keeps at
+// most MAX_POINTS points per series (thinned the same way) and redraws at most once per animation
+// frame, so the page stays light whatever the step rate.
+
+import uPlot from "uplot";
+import uPlotCss from "uplot/dist/uPlot.min.css";
 
 const MAX_POINTS = 2000;
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"];
+// Readable on light and dark backgrounds alike (Tableau 10, slightly deepened).
+const COLORS = ["#1f77b4", "#e8710a", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const CHART_HEIGHT = 230;
+// Step ticks are whole numbers: 1, 2, 5 x 10^k.
+const STEP_INCRS = [];
+for (let k = 0; k < 13; k++) for (const m of [1, 2, 5]) STEP_INCRS.push(m * 10 ** k);
 
 const CSS = `
 .tpunb { font: 12px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--jp-ui-font-color1, #222);
-  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px; padding: 8px 10px; max-width: 980px; }
+  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px; padding: 8px 10px; box-sizing: border-box; width: 100%; }
 .tpunb-head { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; }
 .tpunb-title { font-weight: 600; }
 .tpunb-badge { padding: 1px 8px; border-radius: 10px; color: #fff; background: #888; }
@@ -24,11 +35,16 @@ const CSS = `
 .tpunb-nums { font-variant-numeric: tabular-nums; }
 .tpunb-controls { display: flex; gap: 12px; align-items: center; margin: 4px 0; flex-wrap: wrap; }
 .tpunb-controls button { padding: 1px 10px; }
-.tpunb-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 8px; }
-.tpunb-chart { border: 1px solid var(--jp-border-color3, #eee); border-radius: 4px; padding: 2px 4px; }
+.tpunb-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 10px; }
+.tpunb-chart { border: 1px solid var(--jp-border-color3, #eee); border-radius: 4px; padding: 4px 6px; min-width: 0; }
 .tpunb-chart-title { font-weight: 600; }
-.tpunb-chart canvas { width: 100%; height: 170px; display: block; }
-.tpunb-legend span { margin-right: 8px; }
+.tpunb-chart .uplot { width: 100% !important; font-family: inherit; }
+.tpunb-chart .u-legend { font-size: 11px; text-align: left; margin-top: 2px; }
+.tpunb-chart .u-legend th { font-weight: 500; }
+.tpunb-chart .u-legend .u-series > * { padding: 1px 4px; }
+.tpunb-chart .u-legend .u-value { font-variant-numeric: tabular-nums; }
+.tpunb-chart .u-select { background: rgba(128, 128, 128, 0.15); }
+.tpunb-empty { color: var(--jp-ui-font-color2, #666); padding: 20px 8px; }
 `;
 
 function el(tag, cls, text) {
@@ -55,7 +71,7 @@ function fmtTime(seconds) {
 }
 
 // Same grouping as _static.chart_groups in the kernel.
-function chartGroups(names) {
+export function chartGroups(names) {
   const groups = [];
   const loss = ["loss", "eval/loss"].filter((n) => names.includes(n));
   if (loss.length) groups.push(["loss", loss]);
@@ -76,95 +92,101 @@ function label(name) {
   return name;
 }
 
-// Keeps every other point (and always the latest) once a series outgrows MAX_POINTS.
-function halve(series) {
+// Halves a series that outgrew MAX_POINTS keeping, of every 4 points, the lowest and the highest
+// (in step order), and always the latest: a spike survives any number of halvings.
+export function thin(series) {
   const s = [], v = [];
-  for (let i = 0; i < series.s.length; i += 2) { s.push(series.s[i]); v.push(series.v[i]); }
-  const last = series.s.length - 1;
-  if (s[s.length - 1] !== series.s[last]) { s.push(series.s[last]); v.push(series.v[last]); }
+  const n = series.s.length;
+  for (let i = 0; i < n; i += 4) {
+    const end = Math.min(i + 4, n);
+    let lo = -1, hi = -1;
+    for (let j = i; j < end; j++) {
+      const y = series.v[j];
+      if (y === null || !Number.isFinite(y)) continue;
+      if (lo < 0 || y < series.v[lo]) lo = j;
+      if (hi < 0 || y > series.v[hi]) hi = j;
+    }
+    if (lo < 0) { s.push(series.s[i]); v.push(series.v[i]); continue; }  // a gap stays a gap
+    for (const j of lo === hi ? [lo] : [Math.min(lo, hi), Math.max(lo, hi)]) { s.push(series.s[j]); v.push(series.v[j]); }
+  }
+  if (s[s.length - 1] !== series.s[n - 1]) { s.push(series.s[n - 1]); v.push(series.v[n - 1]); }
   series.s = s; series.v = v;
 }
 
 function smooth(values, weight) {
   if (!weight) return values;
   const out = new Array(values.length);
-  let last = null, debias = 0, n = 0;
+  let last = null, n = 0;
   for (let i = 0; i < values.length; i++) {
     const x = values[i];
-    if (x === null || !Number.isFinite(x)) { out[i] = x; continue; }
-    last = last === null ? 0 : last;
-    last = last * weight + (1 - weight) * x;
-    n += 1; debias = 1 - Math.pow(weight, n);
-    out[i] = last / debias;
+    if (x === null || x === undefined || !Number.isFinite(x)) { out[i] = x; continue; }
+    last = (last === null ? 0 : last) * weight + (1 - weight) * x;
+    n += 1;
+    out[i] = last / (1 - Math.pow(weight, n));
   }
   return out;
 }
 
-function drawChart(canvas, lines, opts) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || 300, h = canvas.clientHeight || 170;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+// The y range from the data: a little padding, never below 0 for data that are all >= 0 and never
+// above 1 for data within [0, 1] (accuracies, probabilities); one value gets a band around it.
+export function valueRange(min, max, log) {
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
+  if (log) {
+    if (min === max) return [min / 2, max * 2];
+    return [min / Math.pow(max / min, 0.05), max * Math.pow(max / min, 0.05)];
   }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-  const style = getComputedStyle(canvas);
-  const ink = style.color || "#444";
-  const left = 48, right = 8, top = 6, bottom = 18;
-  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-  const ty = (y) => (opts.log ? (y > 0 ? Math.log10(y) : null) : y);
-  const prepared = lines.map((line) => {
-    const ys = (line.dots ? line.v : smooth(line.v, opts.smoothing)).map((y) => (y === null ? null : ty(y)));
-    for (let i = 0; i < line.s.length; i++) {
-      const y = ys[i];
-      if (y === null || !Number.isFinite(y)) continue;
-      x0 = Math.min(x0, line.s[i]); x1 = Math.max(x1, line.s[i]);
-      y0 = Math.min(y0, y); y1 = Math.max(y1, y);
-    }
-    return { ...line, ys };
-  });
-  ctx.strokeStyle = "rgba(128,128,128,0.35)"; ctx.lineWidth = 1;
-  ctx.strokeRect(left, top, w - left - right, h - top - bottom);
-  if (!Number.isFinite(x0)) {
-    ctx.fillStyle = ink; ctx.fillText("waiting for data…", left + 8, top + 16);
-    return;
+  let lo, hi;
+  if (min === max) {
+    const pad = Math.abs(min) * 0.1 || 1;
+    lo = min - pad; hi = max + pad;
+  } else {
+    const pad = (max - min) * 0.06;
+    lo = min - pad; hi = max + pad;
   }
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= Math.abs(y0) * 0.05 || 0.5; y1 += Math.abs(y1) * 0.05 || 0.5; }
-  const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
-  const px = (x) => left + ((x - x0) / (x1 - x0)) * (w - left - right);
-  const py = (y) => top + (1 - (y - y0) / (y1 - y0)) * (h - top - bottom);
-  ctx.fillStyle = ink; ctx.font = "10px sans-serif";
-  const yl = (y) => fmt(opts.log ? Math.pow(10, y) : y, 3);
-  ctx.textAlign = "right";
-  ctx.fillText(yl(y1), left - 3, top + 9); ctx.fillText(yl(y0), left - 3, h - bottom);
-  ctx.textAlign = "left"; ctx.fillText(String(Math.round(x0)), left, h - 5);
-  ctx.textAlign = "right"; ctx.fillText(String(Math.round(x1)), w - right, h - 5);
-  for (const line of prepared) {
-    ctx.strokeStyle = line.color; ctx.fillStyle = line.color; ctx.lineWidth = line.dots ? 1 : 1.5;
-    ctx.beginPath();
-    let pen = false;
-    for (let i = 0; i < line.s.length; i++) {
-      const y = line.ys[i];
-      if (y === null || !Number.isFinite(y)) { pen = false; continue; }
-      const X = px(line.s[i]), Y = py(y);
-      if (pen) ctx.lineTo(X, Y); else ctx.moveTo(X, Y);
-      pen = true;
-    }
-    ctx.stroke();
-    if (line.dots) {
-      for (let i = 0; i < line.s.length; i++) {
-        const y = line.ys[i];
-        if (y === null || !Number.isFinite(y)) continue;
-        ctx.beginPath(); ctx.arc(px(line.s[i]), py(y), 2.5, 0, 2 * Math.PI); ctx.fill();
-      }
-    }
+  if (min >= 0 && lo < 0) lo = 0;
+  if (min >= 0 && max <= 1 && hi > 1) hi = 1;
+  if (lo === hi) hi = lo + 1;
+  return [lo, hi];
+}
+
+// The step range from the data; one step gets a band around it instead of [step, step + 1].
+export function stepRange(min, max) {
+  if (min === null || max === null || !Number.isFinite(min)) return [0, 1];
+  if (min === max) {
+    const pad = Math.max(1, Math.round(Math.abs(min) * 0.05));
+    return [Math.max(0, min - pad), max + pad];
   }
+  return [min, max];
+}
+
+function themeColors(node) {
+  const style = getComputedStyle(node);
+  const ink = style.color || "#222";
+  return { ink, grid: "rgba(128, 128, 128, 0.28)", ticks: "rgba(128, 128, 128, 0.5)" };
+}
+
+// Width of the widest tick label, so long labels (1.2345e-5) are not cut.
+function axisSize(u, values, axisIdx, cycleNum) {
+  const axis = u.axes[axisIdx];
+  if (cycleNum > 1) return axis._size;
+  let size = axis.ticks.size + axis.gap;
+  const longest = (values || []).reduce((a, b) => (String(b).length > a.length ? String(b) : a), "");
+  if (longest) { u.ctx.font = axis.font[0]; size += u.ctx.measureText(longest).width / devicePixelRatio; }
+  return Math.ceil(size) + 4;
+}
+
+function lowerBound(xs, x) {
+  let lo = 0, hi = xs.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
 }
 
 function render({ model, el: root }) {
-  const style = el("style"); style.textContent = CSS; root.appendChild(style);
+  const style = el("style");
+  // The static picture published under the dashboard (for exported notebooks) hides while a live view shows.
+  const key = model.get("static_key");
+  style.textContent = uPlotCss + CSS + (key ? `\n.tpunb-static[data-key="${key}"] { display: none; }` : "");
+  root.appendChild(style);
   const box = el("div", "tpunb"); root.appendChild(box);
   const head = el("div", "tpunb-head");
   const title = el("span", "tpunb-title", "tpu_nb");
@@ -189,9 +211,10 @@ function render({ model, el: root }) {
 
   let status = {};
   let series = {};
-  const charts = new Map();
+  const charts = new Map();  // group title -> {node, plot, names, key}
   let frame = null;
   let stopSent = false;
+  let dirty = true;  // series changed since the charts were last given data
 
   function applySeries(update, replace) {
     if (replace) series = {};
@@ -199,8 +222,9 @@ function render({ model, el: root }) {
       const target = series[name] || (series[name] = { s: [], v: [] });
       const [steps, values] = pair;
       for (let i = 0; i < steps.length; i++) { target.s.push(steps[i]); target.v.push(values[i]); }
-      while (target.s.length > MAX_POINTS) halve(target);
+      while (target.s.length > MAX_POINTS) thin(target);
     }
+    dirty = true;
   }
 
   function drawStatus() {
@@ -236,41 +260,111 @@ function render({ model, el: root }) {
       ? "this kernel handles Stop when idle: use Interrupt (■ in the toolbar) for a foreground run" : "";
   }
 
-  function drawCharts() {
+  // Hover read-out of the step: "1,200 · 12:03:41" (the wall time of the loop that ended there).
+  function stepText(step) {
+    if (step === null || step === undefined) return "—";
+    const wall = series.wall_time;
+    let text = Math.round(step).toLocaleString();
+    if (wall && wall.s.length) {
+      const i = Math.min(lowerBound(wall.s, step), wall.s.length - 1);
+      const t = wall.v[i];
+      if (t !== null && Number.isFinite(t)) text += " · " + new Date(t * 1000).toLocaleTimeString();
+    }
+    return text;
+  }
+
+  function chartWidth(node) {
+    return Math.max(200, (node.clientWidth || grid.clientWidth || 400) - 12);
+  }
+
+  function makePlot(node, names, colors, described) {
+    const log = logBox.checked;
+    const opts = {
+      width: chartWidth(node),
+      height: CHART_HEIGHT,
+      padding: [8, 12, 0, 0],
+      cursor: { drag: { x: true, y: false }, points: { size: 7 } },
+      legend: { live: true },
+      scales: {
+        x: { time: false, range: (u, min, max) => stepRange(min, max) },
+        y: { distr: log ? 3 : 1, range: (u, min, max) => valueRange(min, max, log) },
+      },
+      axes: [
+        { stroke: colors.ink, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.ticks, width: 1 },
+          incrs: STEP_INCRS, space: 70, label: "step", labelSize: 18, labelFont: "11px system-ui, sans-serif",
+          values: (u, ticks) => ticks.map((t) => (Math.abs(t) >= 1e5 ? t.toExponential(1) : t.toLocaleString())) },
+        { stroke: colors.ink, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.ticks, width: 1 },
+          space: 28, size: axisSize },
+      ],
+      series: [
+        { label: "step", value: (u, v) => stepText(v) },
+        ...names.map((n, i) => {
+          const dots = n.startsWith("eval/");
+          return {
+            label: described(n),
+            stroke: COLORS[i % COLORS.length],
+            width: dots ? 1.5 : 1.25,
+            spanGaps: dots,
+            points: dots ? { show: true, size: 6, fill: COLORS[i % COLORS.length] } : { show: false },
+            value: (u, v) => fmt(v, 5),
+          };
+        }),
+      ],
+    };
+    return new uPlot(opts, chartData(names), node);
+  }
+
+  function chartData(names) {
+    const weight = smoothBox.checked ? Number(smoothRange.value) : 0;
+    const log = logBox.checked;
+    const tables = names.map((n) => {
+      const data = series[n] || { s: [], v: [] };
+      let values = n.startsWith("eval/") ? data.v : smooth(data.v, weight);
+      if (log) values = values.map((y) => (y !== null && y > 0 ? y : null));  // a log axis has no room for y <= 0
+      return [data.s, values];
+    });
+    return tables.length === 1 ? tables[0] : uPlot.join(tables);
+  }
+
+  function drawCharts(rebuild) {
     const groups = chartGroups(Object.keys(series));
+    const notes = status.notes || {};
+    // A note says how the points were made (a host_call value averaged over shards): the legend shows it.
+    const described = (n) => (notes[n] ? `${label(n)} (${notes[n]})` : label(n));
+    const colors = themeColors(box);
     for (const [name, names] of groups) {
+      const key = names.map(described).join("|");
       let chart = charts.get(name);
       if (!chart) {
         const node = el("div", "tpunb-chart");
-        const titleNode = el("div", "tpunb-chart-title", name);
-        const legend = el("div", "tpunb-legend tpunb-meta");
-        const canvas = el("canvas");
-        node.append(titleNode, legend, canvas);
+        node.dataset.chart = name;
+        node.append(el("div", "tpunb-chart-title", name));
         grid.appendChild(node);
-        chart = { node, legend, canvas };
+        chart = { node, plot: null, key: null };
         charts.set(name, chart);
       }
-      const lines = names.map((n, i) => ({ ...series[n], color: COLORS[i % COLORS.length], dots: n.startsWith("eval/") }));
-      // A note says how the points were made (a host_call value averaged over shards): the legend
-      // shows it, so a mean is never mistaken for one shard's value, and so does the tooltip.
-      const notes = status.notes || {};
-      const described = (n) => (notes[n] ? `${label(n)} (${notes[n]})` : label(n));
-      chart.legend.textContent = "";
-      if (names.length > 1 || name === "loss" || names.some((n) => notes[n])) {
-        names.forEach((n, i) => {
-          const item = el("span", "", `● ${described(n)}`); item.style.color = COLORS[i % COLORS.length];
-          chart.legend.appendChild(item);
-        });
+      if (rebuild || !chart.plot || chart.key !== key) {
+        if (chart.plot) chart.plot.destroy();
+        chart.plot = makePlot(chart.node, names, colors, described);
+        chart.key = key;
+      } else if (dirty) {
+        chart.plot.setData(chartData(names));
       }
-      chart.node.title = names.map(described).join("\n");
-      drawChart(chart.canvas, lines, { log: logBox.checked, smoothing: smoothBox.checked ? Number(smoothRange.value) : 0 });
     }
+    dirty = false;
   }
 
-  function redraw() {
+  function redraw(rebuild = false) {
+    if (rebuild) pendingRebuild = true;
     if (frame !== null) return;
-    frame = requestAnimationFrame(() => { frame = null; drawStatus(); drawCharts(); });
+    frame = requestAnimationFrame(() => {
+      frame = null;
+      drawStatus();
+      const again = pendingRebuild; pendingRebuild = false;
+      drawCharts(again);
+    });
   }
+  let pendingRebuild = false;
 
   function applySnapshot(snap) {
     if (!snap) return;
@@ -293,9 +387,19 @@ function render({ model, el: root }) {
   model.on("msg:custom", onMessage);
   model.on("change:snapshot", onSnapshot);
   stop.addEventListener("click", () => { stopSent = true; model.send({ type: "stop" }); drawStatus(); });
-  for (const input of [logBox, smoothBox, smoothRange]) input.addEventListener("input", redraw);
-  const resize = typeof ResizeObserver !== "undefined" ? new ResizeObserver(redraw) : null;
+  for (const input of [logBox, smoothBox, smoothRange]) input.addEventListener("input", () => redraw(true));
+  // Charts follow the cell's width.
+  let lastWidth = 0;
+  const resize = typeof ResizeObserver !== "undefined" ? new ResizeObserver(() => {
+    const width = grid.clientWidth;
+    if (width === lastWidth) return;
+    lastWidth = width;
+    for (const chart of charts.values()) if (chart.plot) chart.plot.setSize({ width: chartWidth(chart.node), height: CHART_HEIGHT });
+  }) : null;
   if (resize) resize.observe(grid);
+  // A JupyterLab theme switch changes the ink colour: charts are rebuilt with the new one.
+  const themeWatch = typeof MutationObserver !== "undefined" ? new MutationObserver(() => redraw(true)) : null;
+  if (themeWatch) themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
 
   applySnapshot(model.get("snapshot"));
   // A view opened mid-run (page reload, second view) asks for everything sent so far.
@@ -306,7 +410,9 @@ function render({ model, el: root }) {
     model.off("msg:custom", onMessage);
     model.off("change:snapshot", onSnapshot);
     if (resize) resize.disconnect();
+    if (themeWatch) themeWatch.disconnect();
     if (frame !== null) cancelAnimationFrame(frame);
+    for (const chart of charts.values()) if (chart.plot) chart.plot.destroy();
   };
 }
 

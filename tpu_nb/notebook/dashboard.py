@@ -37,8 +37,17 @@ UPDATE_CPU_SHARE = 0.0025
 
 
 def _esm_source() -> str:
-    # Read once from the package (dashboard.js ships inside the wheel); no build step, no file watcher.
-    return importlib.resources.files(__package__).joinpath("dashboard.js").read_text(encoding="utf-8")
+    """The browser module: labextension/widgets/dashboard.js bundled with uPlot by the package build
+    (``jlpm build:prod``, which ``pip install`` runs) into static/dashboard.js, shipped in the wheel."""
+    path = importlib.resources.files(__package__).joinpath("static", "dashboard.js")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        # A source checkout that was never built: a plain message beats an import-time traceback.
+        _log.warning("tpu_nb: the dashboard's browser module is not built; run `pip install -e .` (or "
+                     "`jlpm build:widgets` in labextension/) to build it.")
+        return ("export default { render({ el }) { el.textContent = 'tpu_nb dashboard not built: run "
+                "pip install -e . in the tpu_nb checkout'; } };")
 
 
 class Dashboard(anywidget.AnyWidget):
