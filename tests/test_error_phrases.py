@@ -166,3 +166,20 @@ def test_sharded_predictions_should_be_static_per_example(tmp_path):
     with pytest.raises(ValueError, match="prediction 'total'.*should be static and equal to the per-shard batch "
                                          "size 8"):
         list(est.predict(predict_input_fn))
+
+
+def test_a_missing_checkpoint_lists_the_checkpoints_that_exist(tmp_path):
+    est = tpu_nb.TPUEstimator(model_fn, config=tpu_nb.RunConfig(model_dir=str(tmp_path)), use_tpu=False,
+                              train_batch_size=16, eval_batch_size=16)
+    missing = str(tmp_path / "model.ckpt-5")
+    with pytest.raises(ValueError, match="is not a checkpoint.*holds no checkpoint yet: call train"):
+        est.evaluate(train_input_fn, steps=1, checkpoint_path=missing)
+    est.train(train_input_fn, steps=3)
+    with pytest.raises(ValueError) as raised:
+        est.evaluate(train_input_fn, steps=1, checkpoint_path=missing)
+    message = str(raised.value)
+    assert "is not a checkpoint" in message
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    assert repr(latest) in message  # a prefix that exists, ready to copy
+    listed = [quoted for quoted in message.split("'")[1::2] if "model.ckpt-" in quoted and quoted != missing]
+    assert listed and all(tf.io.gfile.exists(prefix + ".index") for prefix in listed)

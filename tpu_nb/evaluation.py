@@ -37,16 +37,30 @@ def resolve_checkpoint(est, checkpoint_path, what):
                 raise ValueError(f"checkpoint_path={path!r} is a directory without a checkpoint in it.")
             return latest
         if not tf.io.gfile.exists(path + ".index"):
-            raise ValueError(
-                f"checkpoint_path={path!r} is not a checkpoint (no {path}.index). Pass a prefix such as "
-                f"{os.path.join(est.model_dir, 'model.ckpt-1000')}, or a directory."
-            )
+            raise ValueError(f"checkpoint_path={path!r} is not a checkpoint (no {path}.index). "
+                             + _existing_checkpoints_hint(est.model_dir))
         return path
     latest = tf.train.latest_checkpoint(est.model_dir)
     if latest is None:
         _log.warning("Could not find a trained model in model_dir %s: running %s with freshly initialized "
                      "variables. Call train() first, or pass checkpoint_path.", est.model_dir, what)
     return latest
+
+
+def _existing_checkpoints_hint(model_dir, shown=5):
+    """Which checkpoint prefixes exist in model_dir, so the fix can be copied from the message."""
+    prefixes = sorted((p[: -len(".index")] for p in tf.io.gfile.glob(os.path.join(model_dir, "*.index"))),
+                      key=_checkpoint_step)
+    if not prefixes:
+        return f"model_dir {model_dir!r} holds no checkpoint yet: call train() first, or pass a checkpoint's prefix."
+    listed = ", ".join(repr(p) for p in prefixes[-shown:])
+    more = f" (the latest {shown} of {len(prefixes)})" if len(prefixes) > shown else ""
+    return f"Checkpoints in model_dir{more}: {listed}. Pass one of these prefixes, or a directory."
+
+
+def _checkpoint_step(prefix):
+    tail = prefix.rsplit("-", 1)[-1]
+    return (0, int(tail), prefix) if tail.isdigit() else (1, 0, prefix)
 
 
 def metric_ops_from_spec(spec):
