@@ -176,9 +176,15 @@ def test_run_end_syncs_the_final_state_once_and_updates_the_static_picture():
 
     data, _ = dashboard._repr_mimebundle_()
     assert data[WIDGET_MIME]["model_id"] == dashboard.model_id
-    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "done" in data["text/html"] and "4000" in data["text/html"]
     assert data["text/plain"].startswith("tpu_nb train: done")
+    # The static picture (its own output under the view): the PNG, also as an <img> in its HTML,
+    # which front ends and nbconvert rank above image/png.
+    picture = dashboard._static_bundle(final=True)
+    assert base64.b64decode(picture["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"<img src='data:image/png;base64,{picture['image/png']}'" in picture["text/html"]
+    assert f"tpunb-static-{dashboard.static_key}" in picture["text/html"] and "4000" in picture["text/html"]
+    assert "image/png" not in dashboard._static_bundle(final=False)
 
 
 def test_stopped_and_failed_runs_say_so_in_the_status():
@@ -223,10 +229,16 @@ def test_fast_stop_hook_sees_stop_in_the_kernels_shell_channel_thread():
     assert not _fast_stop.install(object(), {})  # other kernels: nothing installed, nothing broken
 
 
-def test_the_browser_module_ships_inside_the_package():
-    source = importlib.resources.files("tpu_nb.notebook").joinpath("dashboard.js").read_text()
-    assert "export default" in source and "render" in source
+def browser_module() -> str:
+    return importlib.resources.files("tpu_nb.notebook").joinpath("static", "dashboard.js").read_text(encoding="utf-8")
+
+
+def test_the_browser_module_ships_inside_the_package_with_its_chart_library():
+    source = browser_module()
     assert Dashboard._esm == source
+    assert "u-legend" in source  # uPlot, bundled at build time
+    # Nothing fetched at run time: a bundle imports no other module, from a CDN or anywhere.
+    assert "import(" not in source and 'from"' not in source.replace(" ", "")
 
 
 def test_wait_returns_after_the_final_display_of_a_background_run():
@@ -334,7 +346,7 @@ def test_host_call_values_of_simulated_shards_reach_the_dashboard(tmp_path):
     np.testing.assert_allclose(series["host/loss"][1], losses, rtol=1e-4)  # 5 significant digits on the wire
     assert snapshot["status"]["notes"] == expected_notes
     assert snapshot["status"]["num_shards"] == SHARDS
-    data, _ = handle.dashboard._repr_mimebundle_()
+    data = handle.dashboard._static_bundle(final=True)
     assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert handle.history.attrs["notes"]["host_loss"] == f"mean of {SHARDS} shards"
 
@@ -344,7 +356,7 @@ def test_the_browser_labels_a_mean_of_shards_in_the_legend_and_tooltip():
     from browser_support import chromium_page, require_browser
 
     require_browser()
-    source = importlib.resources.files("tpu_nb.notebook").joinpath("dashboard.js").read_text(encoding="utf-8")
+    source = browser_module()
     snapshot = {"status": {"phase": "done", "state": "done", "notes": {"host/loss": "mean of 4 shards"}},
                 "series": {"loss": [[4, 8], [1.0, 0.5]], "host/loss": [[1, 2, 3], [1.5, 1.0, 0.75]],
                            "host/global_step": [[1, 2, 3], [0, 1, 2]]}}
@@ -360,12 +372,12 @@ def test_the_browser_labels_a_mean_of_shards_in_the_legend_and_tooltip():
             await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
             return [...root.querySelectorAll(".tpunb-chart")].map((chart) => ({
                 title: chart.querySelector(".tpunb-chart-title").textContent,
-                legend: chart.querySelector(".tpunb-legend").textContent, tooltip: chart.title}));
+                legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent)}));
         }""", [source, snapshot])
     assert charts == [  # the training loss, then one chart per host_call argument: only the mean says so
-        {"title": "loss", "legend": "● train loss", "tooltip": "train loss"},
-        {"title": "host_call loss", "legend": "● loss (mean of 4 shards)", "tooltip": "loss (mean of 4 shards)"},
-        {"title": "global_step", "legend": "", "tooltip": "global_step"},
+        {"title": "loss", "legend": ["step", "train loss"]},
+        {"title": "host_call loss", "legend": ["step", "loss (mean of 4 shards)"]},
+        {"title": "global_step", "legend": ["step", "global_step"]},
     ]
 
 

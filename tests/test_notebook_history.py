@@ -202,3 +202,34 @@ def test_one_device_keeps_only_one_number_per_step():
     assert h.names == []
     h.queue_columns(steps + 4, {"loss": np.arange(4, dtype=np.float32).reshape(4, 1)})
     assert h.series("host/loss")[1].tolist() == [0, 1, 2, 3] and h.notes == {}
+
+
+def test_a_continued_run_charts_the_earlier_runs_up_to_its_starting_checkpoint():
+    first = RunHistory()
+    for step in (100, 200, 300):
+        first.add_loop(step, 1000.0 + step, 1.0 / step, 50.0, None)
+    first.add_eval(300, {"accuracy": 0.8, "global_step": 300})
+    # The second run resumed from the checkpoint at step 200 (step 300 was never saved).
+    second = RunHistory()
+    second.continue_from(first, 200)
+    second.add_loop(250, 2000.0, 0.004, 50.0, None)
+
+    steps, values = second.chart_series("loss")
+    assert steps.tolist() == [100, 200, 250]
+    assert values[-1] == pytest.approx(0.004)
+    assert second.chart_series("eval/accuracy")[0].tolist() == []  # its step 300 is past the checkpoint
+    assert second.series("loss")[0].tolist() == [250]  # the run's own history stays its own
+    assert second.to_frame().step.tolist() == [250]
+    third = RunHistory()
+    third.continue_from(second, 250)
+    assert third.chart_series("loss")[0].tolist() == [100, 200, 250]  # a chain of runs
+    snapshot = _wire.snapshot(third)
+    assert snapshot["loss"][0] == [100, 200, 250]
+
+
+def test_wall_time_goes_to_the_browser_to_a_tenth_of_a_second():
+    h = RunHistory()
+    h.add_loop(10, 1_796_214_706.7291, 0.5, 100.0, None)
+    snapshot = _wire.snapshot(h)
+    assert snapshot["wall_time"] == [[10], [1_796_214_706.7]]  # not 1.7962e9: the hover shows a clock time
+    assert "steps_per_sec" not in snapshot

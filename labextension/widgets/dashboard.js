@@ -311,6 +311,18 @@ function render({ model, el: root }) {
         }),
       ],
     };
+    // What the chart shows, as attributes of its node: tick labels and axis ranges, for tests and
+    // tools that cannot read a canvas (cheap: a few short strings per draw).
+    opts.hooks = {
+      draw: [(u) => {
+        node.dataset.xTicks = (u.axes[0]._values || []).join("|");
+        node.dataset.yTicks = (u.axes[1]._values || []).join("|");
+        node.dataset.xRange = `${u.scales.x.min},${u.scales.x.max}`;
+        node.dataset.yRange = `${u.scales.y.min},${u.scales.y.max}`;
+        node.dataset.points = names.map((n) => (series[n] ? series[n].s.length : 0)).join("|");
+        node.dataset.firstStep = String(u.data[0].length ? u.data[0][0] : "");
+      }],
+    };
     return new uPlot(opts, chartData(names), node);
   }
 

@@ -38,7 +38,8 @@ def chart_groups(names: List[str]) -> List[Tuple[str, List[str]]]:
 
 def render_png(handle, width_px: int = 900) -> Optional[bytes]:
     """The run's charts as PNG bytes (None when there is nothing to draw)."""
-    groups = chart_groups(handle.store.names)[:_MAX_PANELS]
+    # The model_dir's earlier runs too (RunHistory.continue_from), as the live charts show them.
+    groups = chart_groups(handle.store.chart_names)[:_MAX_PANELS]
     if not groups:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -58,7 +59,7 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
     for i, (title, names) in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
         for name in names:
-            steps, values = _wire.downsample(*handle.store.series(name), _wire.MAX_POINTS)
+            steps, values = _wire.downsample(*handle.store.chart_series(name), _wire.MAX_POINTS)
             label = name.replace(EVAL_PREFIX, "eval ").replace(HOST_PREFIX, "")
             if name in notes:
                 label += f" ({notes[name]})"
@@ -70,11 +71,31 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        _clamp_to_data(ax, [handle.store.chart_series(name)[1] for name in names])
         if len(names) > 1 or title == "eval metrics" or any(name in notes for name in names):
             ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _clamp_to_data(ax, value_arrays) -> None:
+    """No axis below 0 for data that are all >= 0, none above 1 for data within [0, 1]; one point
+    gets a band around it (as the live charts do)."""
+    import numpy as np
+
+    values = np.concatenate([np.asarray(v, np.float64) for v in value_arrays]) if value_arrays else np.empty(0)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    low, high = float(values.min()), float(values.max())
+    bottom, top = ax.get_ylim()
+    if low >= 0 and bottom < 0:
+        bottom = 0.0
+    if low >= 0 and high <= 1 and top > 1:
+        top = 1.0
+    if bottom < top:
+        ax.set_ylim(bottom, top)
 
 
 def _speed_text(handle) -> str:

@@ -20,8 +20,11 @@ import numpy as np
 
 from .history import RunHistory
 
-#: Series the kernel keeps but the browser does not chart (speeds are shown as numbers, from status).
-NOT_CHARTED = frozenset({"wall_time", "steps_per_sec", "examples_per_sec"})
+#: Series the kernel keeps but the browser does not get (speeds are shown as numbers, from status).
+#: ``wall_time`` is sent but not charted: the hover read-out shows the wall time of a step.
+NOT_CHARTED = frozenset({"steps_per_sec", "examples_per_sec"})
+#: Series sent to 0.1 s instead of 5 significant digits (epoch seconds would lose minutes).
+_ABSOLUTE = {"wall_time": 1}
 #: Points per series the browser holds (it halves a series that grows past this).
 MAX_POINTS = 2000
 #: Steady-state budget: 4 updates/s x 12 KB = 48 KB/s, under the 50 KB/s target.
@@ -55,15 +58,17 @@ def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> Tuple[
     return steps[idx], values[idx]
 
 
-def encode(steps: np.ndarray, values: np.ndarray) -> List[list]:
-    """``[steps, values]`` as JSON-ready lists (values to 5 significant digits, NaN/Inf -> None).
+def encode(steps: np.ndarray, values: np.ndarray, decimals: Optional[int] = None) -> List[list]:
+    """``[steps, values]`` as JSON-ready lists (values to 5 significant digits, or to ``decimals``
+    decimal places; NaN/Inf -> None).
 
     >>> encode(np.array([1, 2]), np.array([0.123456789, np.nan]))
     [[1, 2], [0.12346, None]]
     """
     values = np.asarray(values, np.float64)
     finite = np.isfinite(values)
-    out = round_significant(np.where(finite, values, 0.0)).tolist()
+    cleaned = np.where(finite, values, 0.0)
+    out = (round_significant(cleaned) if decimals is None else np.round(cleaned, decimals)).tolist()
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():
             out[i] = None
@@ -94,12 +99,13 @@ def round_significant(values: np.ndarray, digits: int = 5) -> np.ndarray:
 
 
 def snapshot(history: RunHistory, max_points: int = MAX_POINTS) -> Dict[str, List[list]]:
-    """Every series of ``history``, each downsampled to ``max_points``."""
+    """Every series of ``history`` with the earlier runs it continues (``RunHistory.continue_from``),
+    each downsampled to ``max_points``."""
     out = {}
-    for name in history.names:
+    for name in history.chart_names:
         if name in NOT_CHARTED:
             continue
-        out[name] = encode(*downsample(*history.series(name), max_points))
+        out[name] = encode(*downsample(*history.chart_series(name), max_points), _ABSOLUTE.get(name))
     return out
 
 
@@ -138,7 +144,7 @@ class DeltaCursor:
             if used + size > budget:
                 continue  # sent with a later delta; its cursor does not move
             used += size
-            out[name] = encode(steps, values)
+            out[name] = encode(steps, values, _ABSOLUTE.get(name))
             self._sent[name] = start + count
             if between is not None:
                 between()

@@ -4,9 +4,12 @@ One output per run and no ``clear_output``: the view draws charts in the
 browser from small incremental messages (at most ``updates_per_second``, each
 at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate. The kernel keeps
 the full history; the browser gets at most ``_wire.MAX_POINTS`` points per
-series. The output bundle also holds a PNG and an HTML summary, and the
-display is updated once when the run ends, so executed and exported notebooks
-keep the final chart.
+series. Under the view sits a second output, the *static picture*, filled
+when the run ends with the final charts as a PNG (an ``<img>`` in HTML, plus
+``image/png``) and the summary table: exported notebooks (``nbconvert``, which
+shows a widget output by its widget view alone) and notebooks saved by
+JupyterLab keep it, while a live view hides it (its CSS matches the picture's
+class).
 
 Example::
 
@@ -21,6 +24,7 @@ import importlib.resources
 import logging
 import threading
 import time
+import uuid
 from typing import Callable, Optional
 
 import anywidget
@@ -62,6 +66,8 @@ class Dashboard(anywidget.AnyWidget):
     _esm = _esm_source()
     #: Full state (every series downsampled); synced at the start and once at the end of the run.
     snapshot = traitlets.Dict().tag(sync=True)
+    #: Names this dashboard's static picture (CSS class ``tpunb-static-<key>``), which live views hide.
+    static_key = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
                  clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
@@ -79,6 +85,8 @@ class Dashboard(anywidget.AnyWidget):
         self._sender: Optional[_Sender] = _Sender(lambda: self._send_update()) if send_in_thread else None
         self._cursor = _wire.DeltaCursor(max_message_bytes)
         self._display = None
+        self._static_display = None
+        self.static_key = uuid.uuid4().hex[:12]
         self._resync_wanted = False
         # Stop must work while a foreground run keeps the kernel busy; see _fast_stop.
         self.fast_stop = _fast_stop.install(self, {"stop": self._stop_clicked, "hello": self._resync_requested})
@@ -94,16 +102,33 @@ class Dashboard(anywidget.AnyWidget):
 
         if self._display is None:
             self._display = display(self, display_id=True)
+            # Placed now, right under the view, and filled when the run ends (see _finish).
+            self._static_display = display(self._static_bundle(final=False), raw=True, display_id=True)
         return self
 
     def _repr_mimebundle_(self, **kwargs):
         data, metadata = super()._repr_mimebundle_(**kwargs)
         data["text/plain"] = f"tpu_nb {self.handle.summary()}"
         data["text/html"] = _static.summary_html(self.handle)
-        png = _static.render_png(self.handle)
-        if png is not None:
-            data["image/png"] = base64.b64encode(png).decode("ascii")
         return data, metadata
+
+    def _static_bundle(self, final: bool) -> dict:
+        """The static picture's output: empty (and hidden) while the run goes, then the final PNG
+        and summary. Its HTML carries the PNG as an ``<img>``: front ends and nbconvert rank
+        text/html above image/png, and the table alone would hide the picture."""
+        css_class = f"tpunb-static tpunb-static-{self.static_key}"
+        if not final:
+            return {"text/html": f"<div class='{css_class}'></div>", "text/plain": ""}
+        png = _static.render_png(self.handle)
+        bundle = {"text/plain": f"tpu_nb {self.handle.summary()}"}
+        image = ""
+        if png is not None:
+            encoded = base64.b64encode(png).decode("ascii")
+            bundle["image/png"] = encoded
+            image = (f"<img src='data:image/png;base64,{encoded}' alt='tpu_nb {self.handle.kind} dashboard' "
+                     "style='max-width:100%'>")
+        bundle["text/html"] = f"<div class='{css_class}'>{image}{_static.summary_html(self.handle)}</div>"
+        return bundle
 
     # -- kernel -> browser ---------------------------------------------------------------------------
     def _status(self) -> dict:
@@ -179,6 +204,8 @@ class Dashboard(anywidget.AnyWidget):
         self.snapshot = self._full_state()
         if self._display is not None:
             self._display.update(self)
+        if self._static_display is not None:
+            self._static_display.update(self._static_bundle(final=True), raw=True)
 
     # -- browser -> kernel ---------------------------------------------------------------------------
     def _stop_clicked(self) -> None:

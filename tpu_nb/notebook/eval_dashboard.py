@@ -185,7 +185,16 @@ class EvalDashboard(anywidget.AnyWidget):
             row["checkpoint"] = os.path.basename(path)
             self._results[path] = row
             self._publish()
+            self._overlay(row["step"], results)
             return row
+
+    def _overlay(self, step: int, results: dict) -> None:
+        """Adds the results to the latest training dashboard of this model_dir (its eval points)."""
+        from . import runs
+
+        trained = runs.latest_train_handle(self.estimator)
+        if trained is not None and step >= 0:
+            trained.add_eval(step, results)
 
     def _publish(self) -> None:
         rows = sorted(self._results.values(), key=lambda r: r["step"])

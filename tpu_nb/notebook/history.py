@@ -121,6 +121,35 @@ class RunHistory:
         # append is atomic and ~50 ns); they are converted in bulk at the loop's end or a read.
         self._queued = collections.deque()
         self._loops = collections.deque()  # (step, wall_time, loss, steps/s, examples/s) per loop
+        self._earlier: Optional[Tuple["RunHistory", int]] = None  # see continue_from
+
+    # -- earlier runs of the same model_dir (charts only) ------------------------------------------
+    def continue_from(self, earlier: "RunHistory", through_step: int) -> None:
+        """Charts of this run begin with ``earlier``'s points up to ``through_step`` (the checkpoint
+        this run starts from): a resumed or continued run's chart shows the model_dir's whole history.
+
+        Only :meth:`chart_names` and :meth:`chart_series` see them; ``series``, ``lengths`` and
+        ``to_frame`` stay this run's own.
+        """
+        self._earlier = (earlier, int(through_step))
+
+    @property
+    def chart_names(self) -> List[str]:
+        """Series names of this run and of the runs it continues (first-seen order)."""
+        names = self._earlier[0].chart_names if self._earlier is not None else []
+        return names + [n for n in self.names if n not in names]
+
+    def chart_series(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`series`, preceded by the earlier runs' points up to the step this run began at."""
+        steps, values = self.series(name)
+        if self._earlier is None:
+            return steps, values
+        earlier, through = self._earlier
+        old_steps, old_values = earlier.chart_series(name)
+        keep = old_steps <= through
+        if not keep.any():
+            return steps, values
+        return np.concatenate([old_steps[keep], steps]), np.concatenate([old_values[keep], values])
 
     # -- appends (training thread) ---------------------------------------------------------------
     def _get(self, name: str) -> _Series:

@@ -58,6 +58,19 @@ def _resume_target(estimator, steps, max_steps):
     return target
 
 
+def _continue_history(estimator, handle: RunHandle) -> None:
+    """The new run's charts begin with the model_dir's earlier runs in this session, up to the
+    checkpoint it starts from (a resumed run's curves then start at step 0, not where it resumed)."""
+    previous = latest_train_handle(estimator)
+    if previous is None or not previous.finished:
+        return
+    from ..training import checkpointed_step
+
+    at = checkpointed_step(estimator.model_dir)
+    if at > 0:
+        handle.store.continue_from(previous.store, at)
+
+
 def _want_dashboard(dashboard) -> bool:
     if dashboard is not None:
         return bool(dashboard)
@@ -92,6 +105,7 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
             previous = latest_train_handle(estimator)
             handle.note = f"resuming the stopped run from step {previous.stopped_step} to step {target}"
             steps, max_steps = None, target
+    _continue_history(estimator, handle)
     with _latest_lock:
         _latest_train[_model_dir_key(estimator)] = handle
     if _want_dashboard(dashboard):
