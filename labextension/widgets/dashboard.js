@@ -39,7 +39,8 @@ const CSS = `
 .tpunb-chart { border: 1px solid var(--jp-border-color3, #eee); border-radius: 4px; padding: 4px 6px; min-width: 0; }
 .tpunb-chart-title { font-weight: 600; }
 .tpunb-chart .uplot { width: 100% !important; font-family: inherit; }
-.tpunb-chart .u-legend { font-size: 11px; text-align: left; margin-top: 2px; }
+.tpunb-chart .u-legend { font-size: 11px; text-align: left; margin-top: 2px; color: inherit; }
+.tpunb-chart .u-legend th, .tpunb-chart .u-legend td { color: inherit; }
 .tpunb-chart .u-legend th { font-weight: 500; }
 .tpunb-chart .u-legend .u-series > * { padding: 1px 4px; }
 .tpunb-chart .u-legend .u-value { font-variant-numeric: tabular-nums; }
@@ -157,6 +158,22 @@ export function stepRange(min, max) {
     return [Math.max(0, min - pad), max + pad];
   }
   return [min, max];
+}
+
+// Tick labels with just enough digits to tell neighbouring ticks apart ("0.9800", "0.9802", ...).
+export function tickLabels(ticks, incr, log) {
+  if (log) return ticks.map((t) => fmt(t, 3));
+  const big = Math.max(0, ...ticks.map((t) => Math.abs(t)));
+  if (big !== 0 && (big < 1e-3 || big >= 1e6)) {
+    let digits = 1;
+    while (digits < 6 && new Set(ticks.map((t) => t.toExponential(digits))).size < ticks.length) digits++;
+    return ticks.map((t) => (t === 0 ? "0" : t.toExponential(digits)));
+  }
+  // Decimals of the increment itself: 0.5 -> 1, 0.00025 -> 5, 2000 -> 0.
+  const exponent = Math.floor(Math.log10(incr) + 1e-9);
+  const mantissa = incr / Math.pow(10, exponent);
+  const decimals = Math.max(0, Math.min(12, -exponent + (Math.abs(mantissa - Math.round(mantissa)) > 1e-6 ? 1 : 0)));
+  return ticks.map((t) => t.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals }));
 }
 
 function themeColors(node) {
@@ -282,11 +299,13 @@ function render({ model, el: root }) {
     const opts = {
       width: chartWidth(node),
       height: CHART_HEIGHT,
-      padding: [8, 12, 0, 0],
+      padding: [8, 26, 0, 0],  // room on the right for half of the last step label
       cursor: { drag: { x: true, y: false }, points: { size: 7 } },
       legend: { live: true },
       scales: {
-        x: { time: false, range: (u, min, max) => stepRange(min, max) },
+        // uPlot pads a lone x value by its own magnitude (step 2000 -> 0..4000) before asking:
+        // one step gets the band stepRange gives it; any other range (a zoom) is taken as asked.
+        x: { time: false, range: (u, min, max) => (u.data[0].length === 1 ? stepRange(u.data[0][0], u.data[0][0]) : [min, max]) },
         y: { distr: log ? 3 : 1, range: (u, min, max) => valueRange(min, max, log) },
       },
       axes: [
@@ -294,7 +313,7 @@ function render({ model, el: root }) {
           incrs: STEP_INCRS, space: 70, label: "step", labelSize: 18, labelFont: "11px system-ui, sans-serif",
           values: (u, ticks) => ticks.map((t) => (Math.abs(t) >= 1e5 ? t.toExponential(1) : t.toLocaleString())) },
         { stroke: colors.ink, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.ticks, width: 1 },
-          space: 28, size: axisSize },
+          space: 28, size: axisSize, values: (u, ticks, axisIdx, space, incr) => tickLabels(ticks, incr, log) },
       ],
       series: [
         { label: "step", value: (u, v) => stepText(v) },

@@ -1,0 +1,209 @@
+"""The dashboard's charts in a real browser, and the static picture in exported notebooks.
+
+* The bundled browser module alone in headless Chromium (no Jupyter): several round ticks per
+  axis, ranges from the data, one-point charts, min/max thinning.
+* JupyterLab and Notebook 7: a run stopped and resumed charts its whole history; light and dark
+  screenshots go to artifacts/; the notebook JupyterLab saves keeps the final picture.
+* nbclient + nbconvert: the HTML export of an executed notebook shows the dashboard as an image.
+
+Each reads the chart's ticks and ranges from attributes its node carries (data-x-ticks, ...),
+the same values the canvas draws. Skipped, with the reason, without /usr/bin/chromium or playwright.
+"""
+
+import importlib.resources
+import json
+import re
+
+import pytest
+
+from browser_support import KERNEL_READY, SETUP, chromium_page, jupyter_server, require_browser, screenshot, \
+    screenshot_on_failure
+
+pytestmark = [pytest.mark.notebook, pytest.mark.kernel]
+
+RENDER = """async ([source, snapshot, dark]) => {
+  if (dark) {
+    document.body.style.setProperty('--jp-ui-font-color1', '#e0e0e0');
+    document.body.style.background = '#111';
+  }
+  const url = URL.createObjectURL(new Blob([source], {type: "text/javascript"}));
+  const module = await import(url);
+  window.tpunbModule = module;
+  const model = {get: (name) => (name === "static_key" ? "k" : snapshot), on() {}, off() {}, send() {}};
+  const root = document.createElement("div");
+  root.style.width = "1100px";
+  document.body.appendChild(root);
+  module.default.render({model, el: root});
+  await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
+  return Object.fromEntries([...root.querySelectorAll(".tpunb-chart")].map((chart) => [chart.dataset.chart, {
+    xTicks: chart.dataset.xTicks.split("|"), yTicks: chart.dataset.yTicks.split("|"),
+    xRange: chart.dataset.xRange.split(",").map(Number), yRange: chart.dataset.yRange.split(",").map(Number),
+    width: chart.getBoundingClientRect().width,
+    legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent)}]));
+}"""
+
+
+def _module() -> str:
+    return importlib.resources.files("tpu_nb.notebook").joinpath("static", "dashboard.js").read_text(encoding="utf-8")
+
+
+def _snapshot():
+    steps = list(range(20, 3001, 20))
+    loss = [2.3 * 0.98 ** i + 0.02 for i in range(len(steps))]  # non-negative, near 0 at the end
+    rate = [1e-3 * 0.5 ** (i / 3) for i in range(len(steps))]  # decays to ~1e-18: no axis below 0
+    return {"status": {"phase": "done", "state": "done"},
+            "series": {"loss": [steps, loss], "wall_time": [steps, [1.79e9 + s / 100 for s in steps]],
+                       "eval/loss": [[2000], [0.31]],
+                       "eval/accuracy": [[2000], [0.98]], "eval/auc": [[2000], [0.9812]],
+                       "host/learning_rate": [steps, rate]}}
+
+
+def _numbers(labels):
+    return [float(label.replace(",", "")) for label in labels]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_charts_have_round_ticks_and_ranges_from_the_data(theme):
+    require_browser()
+    with chromium_page(viewport=(1200, 900)) as page:
+        page.goto("about:blank")
+        charts = page.evaluate(RENDER, [_module(), _snapshot(), theme == "dark"])
+        screenshot(page, f"charts_alone_{theme}.png")
+    assert set(charts) == {"loss", "eval metrics", "learning_rate"}
+    for title, chart in charts.items():
+        assert len(chart["xTicks"]) >= 3, (title, chart)
+        assert len(chart["yTicks"]) >= 3, (title, chart)
+        assert len(set(chart["yTicks"])) == len(chart["yTicks"]), (title, chart)  # no "0.98" twice
+        assert chart["legend"][0] == "step" and len(chart["legend"]) >= 2  # a legend even for one series
+        assert chart["width"] >= 500  # the cell's width, not a 280 px tile
+        assert chart["yRange"][0] >= 0, (title, chart)  # non-negative data: no negative axis
+        assert all(float(t).is_integer() for t in _numbers(chart["xTicks"]))  # steps are whole numbers
+    loss = charts["loss"]
+    assert loss["xRange"] == [20, 3000]
+    assert loss["legend"] == ["step", "train loss", "eval loss"]
+    # Eval metrics: one point each at step 2000, near 0.98: a band around it, never past 1.
+    metrics = charts["eval metrics"]
+    low, high = metrics["xRange"]
+    assert low < 2000 < high and high - low >= 100
+    assert 0.9 < metrics["yRange"][0] < 0.98 and 0.9812 < metrics["yRange"][1] <= 1.0
+    assert metrics["legend"] == ["step", "eval accuracy", "eval auc"]
+
+
+def test_thinning_in_the_browser_keeps_a_spike():
+    require_browser()
+    with chromium_page() as page:
+        page.goto("about:blank")
+        page.evaluate(RENDER, [_module(), {"status": {}, "series": {}}, False])
+        kept = page.evaluate("""() => {
+            const series = {s: [], v: []};
+            for (let i = 0; i < 4001; i++) { series.s.push(i); series.v.push(i === 1237 ? 50 : 1 + (i % 3) / 10); }
+            window.tpunbModule.thin(series);
+            return {n: series.s.length, max: Math.max(...series.v), last: series.s[series.s.length - 1]};
+        }""")
+    assert kept["n"] <= 2001 and kept["max"] == 50 and kept["last"] == 4000
+
+
+# A run stopped from the notebook, then resumed by the same command: the resumed run's chart
+# starts at the first run's first step. The last cell waits for the resumed run's final display.
+RESUME_CELLS = [
+    SETUP,
+    "%tpu_train est train_input_fn --steps 100000 --background -o first",
+    "import time\nwhile (first.global_step or 0) < 200: time.sleep(0.2)\nfirst.stop(); first.wait(); first.state",
+    "%tpu_train est train_input_fn --steps 100000 --background -o resumed",
+    "while (resumed.global_step or 0) < first.stopped_step + 200: time.sleep(0.2)\nresumed.stop(); resumed.wait(); "
+    "print('RESUMED', resumed.note, resumed.state)",
+]
+
+LOSS_CHARTS = """() => [...document.querySelectorAll(".tpunb-chart[data-chart='loss']")].map((chart) => ({
+  firstStep: Number(chart.dataset.firstStep), xRange: chart.dataset.xRange.split(",").map(Number),
+  yRange: chart.dataset.yRange.split(",").map(Number), xTicks: chart.dataset.xTicks.split("|"),
+  yTicks: chart.dataset.yTicks.split("|"), width: chart.getBoundingClientRect().width}))"""
+
+
+def _write(path, cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, str(path))
+
+
+def _run_resume_notebook(page, url):
+    page.goto(url)
+    page.wait_for_function(KERNEL_READY, timeout=120_000)
+    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    page.wait_for_selector("text=RESUMED", timeout=240_000)
+    page.wait_for_function("() => document.querySelectorAll(\".tpunb-badge[data-phase='stopped']\").length == 2",
+                           timeout=60_000)
+    page.wait_for_timeout(500)  # the final snapshot's redraw (one animation frame)
+    charts = page.evaluate(LOSS_CHARTS)
+    assert len(charts) == 2, charts
+    first, resumed = charts
+    text = page.inner_text("body")
+    stopped = int(re.search(r"RESUMED resuming the stopped run from step (\d+)", text).group(1))
+    # The resumed run's chart holds the whole history: from the first run's first loop (step 20).
+    assert first["firstStep"] == 20 and resumed["firstStep"] == 20, charts
+    assert resumed["xRange"][0] == 20 and resumed["xRange"][1] >= stopped + 200, (stopped, charts)
+    for chart in charts:
+        assert len(chart["xTicks"]) >= 3 and len(chart["yTicks"]) >= 3, chart
+        assert chart["yRange"][0] >= 0, chart
+        assert chart["width"] >= 400, chart
+    return stopped
+
+
+@pytest.mark.slow
+def test_jupyterlab_resumed_run_charts_its_whole_history_in_light_and_dark(tmp_path):
+    require_browser()
+    _write(tmp_path / "resume.ipynb", RESUME_CELLS)
+    with jupyter_server("lab", tmp_path, tmp_path / "lab.log") as (base, token), chromium_page() as page, \
+            screenshot_on_failure(page, "charts_jupyterlab_failure.png"):
+        _run_resume_notebook(page, f"{base}/lab/tree/resume.ipynb?reset&token={token}")
+        page.locator(".tpunb-chart[data-chart='loss']").nth(1).scroll_into_view_if_needed()
+        screenshot(page, "charts_jupyterlab_light.png")
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+        page.wait_for_timeout(1000)
+        # Dark theme: the axis ink follows the theme's font colour (light text on a dark page).
+        ink = page.evaluate("() => getComputedStyle(document.querySelector('.tpunb')).color")
+        assert sum(int(c) for c in re.findall(r"\d+", ink)[:3]) > 3 * 128, ink
+        assert len(page.evaluate(LOSS_CHARTS)[1]["yTicks"]) >= 3
+        screenshot(page, "charts_jupyterlab_dark.png")
+        # The notebook JupyterLab saves keeps the final picture of each dashboard.
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(2000)
+    saved = json.loads((tmp_path / "resume.ipynb").read_text())
+    pictures = [o for cell in saved["cells"] for o in cell.get("outputs", [])
+                if "image/png" in o.get("data", {}) and "data:image/png" in "".join(o["data"].get("text/html", ""))]
+    assert len(pictures) == 2
+
+
+@pytest.mark.slow
+def test_notebook7_resumed_run_charts_its_whole_history(tmp_path):
+    require_browser()
+    _write(tmp_path / "resume.ipynb", RESUME_CELLS)
+    with jupyter_server("notebook", tmp_path, tmp_path / "nb.log") as (base, token), chromium_page() as page, \
+            screenshot_on_failure(page, "charts_notebook7_failure.png"):
+        _run_resume_notebook(page, f"{base}/notebooks/resume.ipynb?token={token}")
+        page.locator(".tpunb-chart[data-chart='loss']").nth(1).scroll_into_view_if_needed()
+        screenshot(page, "charts_notebook7_light.png")
+        # The static picture under each dashboard stays hidden while the live view shows.
+        assert page.evaluate("() => [...document.querySelectorAll('.tpunb-static')].every((e) => !e.offsetParent)")
+
+
+@pytest.mark.slow
+def test_nbconvert_html_of_an_executed_notebook_shows_the_dashboard_picture(tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    path = tmp_path / "exported.ipynb"
+    _write(path, [SETUP, "%tpu_train est train_input_fn --steps 200"])
+    nb = nbformat.read(str(path), as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    (tmp_path / "exported.html").write_text(html)
+    # The picture: an <img> with the PNG inline (no CDN, no widget state needed to show it).
+    images = re.findall(r"<img src='data:image/png;base64,[A-Za-z0-9+/=]{1000,}'", html)
+    assert len(images) == 1, html[-3000:]
