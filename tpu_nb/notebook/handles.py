@@ -20,6 +20,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, List, Optional
 
 from .. import events
+from . import _busy
 from ._progress import Progress
 from .history import RunHistory
 
@@ -171,7 +172,8 @@ class RunHandle:
                                             name=f"tpu_nb {self.kind}")
             self._thread.start()
         else:
-            self._body(work, True)
+            with _busy.kept_busy():  # the kernel indicator stays Busy while this cell runs
+                self._body(work, True)
         return self
 
     def _body(self, work, reraise: bool):
