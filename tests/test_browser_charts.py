@@ -120,6 +120,12 @@ LOSS_CHARTS = """() => [...document.querySelectorAll(".tpunb-chart[data-chart='l
   yTicks: chart.dataset.yTicks.split("|"), width: chart.getBoundingClientRect().width}))"""
 
 
+STATIC_HIDDEN = """() => {
+  const pictures = [...document.querySelectorAll('.tpunb-static')];
+  return pictures.length === 2 && pictures.every((e) => e.getBoundingClientRect().height === 0);
+}"""
+
+
 def _write(path, cells):
     import nbformat
 
@@ -160,6 +166,8 @@ def test_jupyterlab_resumed_run_charts_its_whole_history_in_light_and_dark(tmp_p
             screenshot_on_failure(page, "charts_jupyterlab_failure.png"):
         _run_resume_notebook(page, f"{base}/lab/tree/resume.ipynb?reset&token={token}")
         page.locator(".tpunb-chart[data-chart='loss']").nth(1).scroll_into_view_if_needed()
+        # The static picture under each dashboard (for exports) stays hidden while the live view shows.
+        assert page.evaluate(STATIC_HIDDEN)
         screenshot(page, "charts_jupyterlab_light.png")
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
@@ -187,8 +195,7 @@ def test_notebook7_resumed_run_charts_its_whole_history(tmp_path):
         _run_resume_notebook(page, f"{base}/notebooks/resume.ipynb?token={token}")
         page.locator(".tpunb-chart[data-chart='loss']").nth(1).scroll_into_view_if_needed()
         screenshot(page, "charts_notebook7_light.png")
-        # The static picture under each dashboard stays hidden while the live view shows.
-        assert page.evaluate("() => [...document.querySelectorAll('.tpunb-static')].every((e) => !e.offsetParent)")
+        assert page.evaluate(STATIC_HIDDEN)
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ const CSS = `
 .tpunb-nums { font-variant-numeric: tabular-nums; }
 .tpunb-controls { display: flex; gap: 12px; align-items: center; margin: 4px 0; flex-wrap: wrap; }
 .tpunb-controls button { padding: 1px 10px; }
-.tpunb-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 10px; }
+.tpunb-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 10px; }
 .tpunb-chart { border: 1px solid var(--jp-border-color3, #eee); border-radius: 4px; padding: 4px 6px; min-width: 0; }
 .tpunb-chart-title { font-weight: 600; }
 .tpunb-chart .uplot { width: 100% !important; font-family: inherit; }
@@ -202,7 +202,7 @@ function render({ model, el: root }) {
   const style = el("style");
   // The static picture published under the dashboard (for exported notebooks) hides while a live view shows.
   const key = model.get("static_key");
-  style.textContent = uPlotCss + CSS + (key ? `\n.tpunb-static[data-key="${key}"] { display: none; }` : "");
+  style.textContent = uPlotCss + CSS + (key ? `\n.tpunb-static-${key} { display: none; }` : "");
   root.appendChild(style);
   const box = el("div", "tpunb"); root.appendChild(box);
   const head = el("div", "tpunb-head");
