@@ -24,8 +24,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("train loss", "trained weights", "eval metrics", "predictions", "export serve")
 
 
-def _run_command(*args, timeout=600):
+def _run_command(*args, timeout=600, tmpdir=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     env.pop("TPU_NAME", None)  # the self-check would try a TPU named there
     return subprocess.run([sys.executable, "-m", "tpu_nb.selfcheck", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -220,8 +222,8 @@ def test_a_silent_tpu_address_fails_within_the_timeout(tmp_path):
 
 
 @pytest.mark.slow
-def test_selfcheck_passes_on_cpu_and_simulated_shards():
-    done = _run_command("--backends", "cpu,shards", "--json")
+def test_selfcheck_passes_on_cpu_and_simulated_shards(tmp_path):
+    done = _run_command("--backends", "cpu,shards", "--json", tmpdir=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["result"] == "PASS"
@@ -233,6 +235,7 @@ def test_selfcheck_passes_on_cpu_and_simulated_shards():
         assert [c["name"] for c in b["checks"]] == list(CHECKS)
         assert all(c["status"] == "pass" for c in b["checks"])
     assert report["environment"]["TensorFlow"] and report["environment"]["tpu_nb"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tpu_nb_selfcheck_")]  # model_dirs removed
 
 
 @pytest.mark.slow
