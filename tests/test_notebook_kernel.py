@@ -1,5 +1,5 @@
 """The dashboard in a real kernel: nbclient keeps the final widget state and static picture; Stop reaches
-a foreground run that keeps the kernel busy."""
+a foreground run that keeps the kernel busy and ends its cell as an interrupt does."""
 
 import pathlib
 import time
@@ -75,6 +75,7 @@ def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path, be
 
         target = 2_000_000  # hours at this model's speed: only Stop can end it within the test
         run = client.execute(f"%tpu_train est train_fn --steps {target} -o run")
+        queued = client.execute("queued_cell_ran = True")  # Run All queues the next cell behind the run
         comm_id, step = None, 0
         deadline = time.monotonic() + 120
         while step < 50:  # the dashboard is open and training is under way
@@ -94,20 +95,30 @@ def test_stop_button_ends_a_foreground_run_while_the_kernel_is_busy(tmp_path, be
         if reply is None:
             manager.interrupt_kernel()
             pytest.fail("Stop did not end the foreground run")
-        assert reply["content"]["status"] == "ok"  # Stop is not an error: queued cells go on
+        # Stop ends the cell as Ctrl-C does: an error with the same one-line message, so the queued
+        # cell is not run (Run All stops here too).
+        assert reply["content"]["status"] == "error"
+        assert _wait_reply(client, queued, 60)["content"]["status"] == "aborted"
 
-        check = client.execute("print(run.state, run.stopped_step, model_zoo.checkpoint_step(est.model_dir))")
-        text = ""
+        check = client.execute("print(run.state, run.stopped_step, model_zoo.checkpoint_step(est.model_dir), "
+                               "'queued_cell_ran' in globals())")
+        text, error = "", None
         while True:
             msg = client.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") == run and msg["msg_type"] == "error":
+                error = msg["content"]
             if msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "stream":
                 text += msg["content"]["text"]
             if (msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "status"
                     and msg["content"]["execution_state"] == "idle"):
                 break
-        state_step, checkpoint = text.split()[-2:]
+        state_step, checkpoint, queued_ran = text.split()[-3:]
         assert text.startswith("stopped at step ")
         assert state_step == checkpoint and 50 <= int(checkpoint) < target
+        assert queued_ran == "False"
+        assert error is not None and error["traceback"] == [
+            f"KeyboardInterrupt: training stopped at step {checkpoint}; checkpoint saved. "
+            "Run the same command to resume."]
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)

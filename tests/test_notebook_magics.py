@@ -122,6 +122,26 @@ def test_interrupt_stops_at_a_loop_boundary_with_a_checkpoint_and_resumes(ip, es
     assert resumed.global_step == 500 and model_zoo.checkpoint_step(est.model_dir) == 500
 
 
+def test_stop_ends_a_foreground_cell_as_an_interrupt_does(ip, est, capsys):
+    stopped = []
+
+    def press_stop(event):  # what the dashboard's Stop button does, from the shell-channel thread
+        if isinstance(event, tpu_nb.events.LoopFinished) and not stopped:
+            stopped.append(event.global_step)
+            tpu_nb.notebook.latest_train_handle(est).stop("Stop button")
+
+    with tpu_nb.events.subscribed(press_stop):
+        result = ip.run_cell("%tpu_train est train_fn --steps 500 -o run")
+    out, err = capsys.readouterr()
+    assert isinstance(result.error_in_exec, magics.TrainingInterrupted)  # Run All stops at this cell
+    run = ip.user_ns["run"]
+    assert run.state == f"stopped at step {run.stopped_step}" and run.stopped_step < 500
+    assert model_zoo.checkpoint_step(est.model_dir) == run.stopped_step
+    # The same line as Ctrl-C.
+    assert f"KeyboardInterrupt: training stopped at step {run.stopped_step}; checkpoint saved" in out + err
+    assert "Traceback" not in out + err
+
+
 def test_plain_python_equivalents_return_handles(est, tmp_path):
     from tpu_nb import notebook
 

@@ -20,13 +20,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import magics_extra, runs
+from .handles import STOPPED
 
 _MISSING = object()
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C ended a foreground ``%tpu_train``: shown as one line, and (being an error) it keeps
-    Jupyter from running the cells queued after it."""
+    """Ctrl-C or Stop ended a foreground ``%tpu_train``: shown as one line, and (being an error) it
+    keeps Jupyter from running the cells queued after it."""
 
     def _render_traceback_(self):
         return [f"KeyboardInterrupt: {self}"]
@@ -101,8 +102,9 @@ class TpuMagics(Magics):
         progress, ETA, Stop button).
 
         Stop (the button) or Ctrl-C / kernel interrupt end the run at the next loop boundary with a
-        checkpoint ("stopped at step N"); running the same command again resumes to the stopped
-        run's target. Returns a RunHandle (.state, .history, .stop(), .wait(), .result).
+        checkpoint ("stopped at step N"); in the foreground either ends the cell as an interrupt
+        (cells queued after it do not run). Running the same command again resumes to the
+        stopped run's target. Returns a RunHandle (.state, .history, .stop(), .wait(), .result).
         Python equivalent: tpu_nb.notebook.train(est, input_fn, steps=..., background=False).
         """
         args = parse_argstring(self.tpu_train, line)
@@ -115,14 +117,21 @@ class TpuMagics(Magics):
             handle = runs.train(est, input_fn, steps=args.steps, max_steps=args.max_steps, hooks=hooks,
                                 background=args.background, dashboard=False if args.no_dashboard else None)
         except KeyboardInterrupt as interrupt:
-            handle = runs.latest_train_handle(est)
-            if args.output and handle is not None:
-                self.shell.user_ns[args.output] = handle
-            step = handle.stopped_step if handle is not None else None
-            message = (f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
-                       if step is not None else str(interrupt) or "training interrupted")
-            raise TrainingInterrupted(message) from None
+            self._interrupted(runs.latest_train_handle(est), args.output, str(interrupt))
+        if not args.background and handle.phase == STOPPED:
+            # Stop (the dashboard's button, the lab panel) ends the cell as Ctrl-C does: an error, so
+            # that Run All does not go on with the cells queued after a run the user stopped.
+            self._interrupted(handle, args.output, "training stopped")
         return self._deliver(handle, args.output)
+
+    def _interrupted(self, handle, output, fallback: str):
+        """Raises the one-line TrainingInterrupted (after storing the handle in ``-o VAR``)."""
+        if output and handle is not None:
+            self.shell.user_ns[output] = handle
+        step = handle.stopped_step if handle is not None else None
+        message = (f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
+                   if step is not None else fallback or "training interrupted")
+        raise TrainingInterrupted(message) from None
 
     @magic_arguments()
     @magics_extra.dashboard_arguments
