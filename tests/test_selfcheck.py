@@ -183,6 +183,21 @@ def test_bad_arguments_exit_with_status_2(capsys):
     assert options.backends == {"cpu", "shards"}  # the reference always runs
 
 
+def test_backends_that_cannot_run_are_skipped_unless_asked_for(monkeypatch):
+    monkeypatch.setattr(selfcheck, "_gpu_absence", lambda: "no GPU device on this machine")
+    groups, skipped = selfcheck._plan(selfcheck.parse_args(["--tpu", ""]))
+    assert groups == [("cpu", ["cpu", "shards"])]
+    assert skipped == {"gpu": "no GPU device on this machine", "gpu-shards": "no GPU device on this machine",
+                       "tpu": "no TPU address given (--tpu ADDRESS, or $TPU_NAME)"}
+    quiet = selfcheck.skipped_result("gpu", skipped["gpu"], asked_for=False)
+    assert quiet.status == "skipped" and not quiet.checks
+    assert _report(quiet).exit_code == selfcheck.EXIT_OK
+    asked = selfcheck.skipped_result("gpu", skipped["gpu"], asked_for=True)
+    assert asked.status == "FAIL" and "no GPU device" in asked.checks[0].detail
+    assert _report(asked).exit_code == selfcheck.EXIT_FAILED
+    assert "[gpu] one GPU: FAIL (no GPU device on this machine)" in _report(asked).text()
+
+
 # --------------------------------------------------------------------------- the TPU backend's connection
 
 
@@ -220,7 +235,13 @@ def test_a_silent_tpu_address_fails_within_the_timeout(tmp_path):
 
 # --------------------------------------------------------------------------- the command, end to end
 
+# The command runs in a process of its own, which CI's TF1 pass (TPU_NB_TEST_BEHAVIOR) never reaches: there
+# these runs would repeat the default pass's minutes unchanged.
+_own_process = pytest.mark.skipif(os.environ.get("TPU_NB_TEST_BEHAVIOR", "tf2") != "tf2",
+                                  reason="the self-check's own process is unaffected by TPU_NB_TEST_BEHAVIOR")
 
+
+@_own_process
 @pytest.mark.slow
 def test_selfcheck_passes_on_cpu_and_simulated_shards(tmp_path):
     done = _run_command("--backends", "cpu,shards", "--json", tmpdir=tmp_path)
@@ -238,6 +259,7 @@ def test_selfcheck_passes_on_cpu_and_simulated_shards(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tpu_nb_selfcheck_")]  # model_dirs removed
 
 
+@_own_process
 @pytest.mark.slow
 def test_selfcheck_exits_nonzero_when_a_check_fails():
     # Zero tolerance: float32 results cannot equal the float64 reference, so the checks must fail.
@@ -248,6 +270,7 @@ def test_selfcheck_exits_nonzero_when_a_check_fails():
     assert "FAIL    train loss" in done.stdout
 
 
+@_own_process
 def test_selfcheck_stops_at_the_time_limit():
     done = _run_command("--backends", "cpu", "--time-limit", "1", timeout=300)
     assert done.returncode == selfcheck.EXIT_TIMED_OUT, done.stdout + done.stderr[-3000:]

@@ -42,6 +42,7 @@ from ._selfcheck_worker import BACKENDS, PHASES, SHARDS_CORES, SHARDS_HOSTS
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMED_OUT = 0, 1, 2, 3
 REFERENCE = "cpu"
 NUMPY = "numpy float64"
+BACKENDS_ORDER = ("cpu", "shards", "gpu", "gpu-shards", "tpu")  # the report's order
 # One process per device kind: which devices TensorFlow sees is fixed when its runtime starts, and a TPU
 # admits one process at a time. The CPU process hides GPUs so that 'cpu' really is the CPU.
 _GROUPS = (("cpu", ("cpu", "shards")), ("gpu", ("gpu", "gpu-shards")), ("tpu", ("tpu",)))
@@ -202,6 +203,14 @@ def backend_result(name: str, records: List[dict], reference: Dict[str, dict], n
         checks = [compare.Check("worker", False, exit_note or "the worker process ended early")] + checks
     return BackendResult(name, status, description, tuple(checks), seconds, reason, tol,
                          startup[0] if startup else None)
+
+
+def skipped_result(name: str, reason: str, asked_for: bool) -> BackendResult:
+    """A backend that cannot run here: skipped, or a failed check when ``--backends`` asked for it by name."""
+    if not asked_for:
+        return BackendResult(name, "skipped", _DESCRIPTIONS[name], reason=reason)
+    check = compare.Check("available", False, f"asked for with --backends, but {reason}")
+    return BackendResult(name, "FAIL", _DESCRIPTIONS[name], (check,), reason=reason)
 
 
 def phase_values(records: List[dict], backend: str) -> Dict[str, dict]:
@@ -367,18 +376,11 @@ def run(options) -> Report:
             continue
         tol = tolerance_for(name, options)
         if name in skipped:
-            checks = ()
-            if name in options.explicit_backends:
-                checks = (compare.Check("available", False, f"asked for with --backends, but {skipped[name]}"),)
-            results.append(BackendResult(name, "FAIL" if checks else "skipped", _DESCRIPTIONS[name], checks,
-                                         reason=skipped[name]))
+            results.append(skipped_result(name, skipped[name], name in options.explicit_backends))
             continue
         results.append(backend_result(name, records, reference, numpy_ref, tol, name in interrupted_backends,
                                       notes.get(name, "")))
     return Report(environment, tuple(results), time.monotonic() - start, options.time_limit, timed_out)
-
-
-BACKENDS_ORDER = ("cpu", "shards", "gpu", "gpu-shards", "tpu")
 
 
 def _progress(message: str) -> None:
