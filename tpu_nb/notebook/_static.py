@@ -66,7 +66,9 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
             if name.startswith(EVAL_PREFIX):
                 ax.plot(steps, values, "o-", markersize=3, label=label)
             else:
-                ax.plot(steps, values, linewidth=1, label="train " + label if name == "loss" else label)
+                # One point has no line to draw: a marker shows it.
+                ax.plot(steps, values, linewidth=1, marker="o" if len(steps) == 1 else None, markersize=3,
+                        label="train " + label if name == "loss" else label)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
