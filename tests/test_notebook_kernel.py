@@ -34,10 +34,12 @@ def test_executed_notebook_keeps_widget_view_png_and_html_of_the_finished_run(tm
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     outputs = [o for o in nb.cells[2].outputs if o.output_type == "display_data"]
-    assert len(outputs) == 1  # one output per run, updated in place
-    data = outputs[0].data
+    assert len(outputs) == 2  # the live view and its static picture, each updated in place
+    data, picture = outputs[0].data, outputs[1].data
     assert WIDGET_MIME in data
-    assert data["image/png"]  # the static fallback, rendered after the final update
+    # The static picture, filled after the final update: a PNG, also as an <img> in its HTML.
+    assert picture["image/png"] and "data:image/png;base64," in picture["text/html"]
+    assert "eval loss" in picture["text/html"]
     assert "done" in data["text/html"] and "300 / 300" in data["text/html"]
     assert "eval loss" in data["text/html"]  # the later evaluation was added to the run's display
     assert "done 300" in "".join(o.get("text", "") for o in nb.cells[4].outputs)

@@ -136,6 +136,13 @@ def _shown(cell):
     return displays[0].data
 
 
+def _dashboard(cell):
+    """A training cell's two displays: the live view (widget, HTML summary) and its static picture (PNG)."""
+    displays = [o for o in cell.outputs if o.output_type == "display_data"]
+    assert len(displays) == 2, [o.output_type for o in cell.outputs]
+    return displays[0].data, displays[1].data
+
+
 def _widget_state(nb, data):
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     return state[data[WIDGET_MIME]["model_id"]]["state"]
@@ -161,9 +168,9 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     assert evaluation["global_step"] == 60
 
     # The training dashboard: one display, its final state kept, the later evaluation overlaid.
-    data = _shown(cells[TRAIN])
+    data, picture = _dashboard(cells[TRAIN])
     assert "done" in data["text/html"] and "60 / 60" in data["text/html"] and "eval loss" in data["text/html"]
-    assert base64.b64decode(data["image/png"])[:8] == PNG_MAGIC
+    assert base64.b64decode(picture["image/png"])[:8] == PNG_MAGIC
     snapshot = _widget_state(nb, data)["snapshot"]
     assert snapshot["status"]["state"] == "done" and snapshot["status"]["step"] == 60
     series = snapshot["series"]
