@@ -70,6 +70,44 @@ def test_unknown_names_and_wrong_types_are_one_line_errors(ip, est, capsys):
         assert "Traceback" not in out + err
 
 
+def test_typos_get_the_close_name_suggested(ip, est, capsys):
+    ip.user_ns["estimator"] = est
+    result = ip.run_cell("%tpu_train etimator train_fn --steps 3")
+    out, err = capsys.readouterr()
+    assert not result.success
+    assert "name 'etimator' is not defined in the notebook. Did you mean 'estimator'?" in out + err
+    result = ip.run_cell("%tpu_train est.modle_dir train_fn --steps 3")
+    out, err = capsys.readouterr()
+    assert "has no attribute 'modle_dir'. Did you mean 'model_dir'?" in out + err
+    result = ip.run_cell("%tpu_train zzzz train_fn --steps 3")
+    assert "Did you mean" not in "".join(capsys.readouterr())
+
+
+def _broken_model_fn(features, labels, mode, params):
+    raise ValueError("the user's model_fn is broken")
+
+
+def _broken_run(ip, tmp_path, capsys):
+    ip.user_ns["broken"] = model_zoo.estimator(tmp_path / "broken", iterations_per_loop=10,
+                                               fn=_broken_model_fn)
+    result = ip.run_cell("%tpu_train broken train_fn --steps 3 --no-dashboard")
+    out, err = capsys.readouterr()
+    assert isinstance(result.error_in_exec, ValueError)
+    return out + err
+
+
+def test_a_user_error_shows_the_users_frames_not_tpu_nbs(ip, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TPU_NB_TRACEBACK", raising=False)
+    shown = _broken_run(ip, tmp_path, capsys)
+    assert "_broken_model_fn" in shown and "the user's model_fn is broken" in shown
+    assert "tpu_nb/" not in shown.replace("tpu_nb/notebook/tracebacks", "")  # no tpu_nb frame
+    assert "TPU_NB_TRACEBACK=full" in shown  # the note says how to see everything
+
+    monkeypatch.setenv("TPU_NB_TRACEBACK", "full")
+    shown = _broken_run(ip, tmp_path, capsys)
+    assert "_broken_model_fn" in shown and "tpu_nb/notebook/magics.py" in shown and "tpu_nb/estimator.py" in shown
+
+
 def test_magics_document_their_arguments(ip):
     doc = ip.find_line_magic("tpu_train").__doc__
     for option in ("--steps", "--max-steps", "--hooks", "--background", "-o"):

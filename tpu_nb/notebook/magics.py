@@ -15,11 +15,13 @@ Example::
 
 from __future__ import annotations
 
+import difflib
+
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import magics_extra, runs
+from . import magics_extra, runs, tracebacks
 from .handles import STOPPED
 
 _MISSING = object()
@@ -33,6 +35,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         return [f"KeyboardInterrupt: {self}"]
 
 
+def _did_you_mean(name: str, candidates) -> str:
+    """A " Did you mean 'estimator'?" suffix for a close name (a typo such as 'etimator'), or ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 @magics_class
 class TpuMagics(Magics):
     """The tpu_nb magics; registered by ``%load_ext tpu_nb``."""
@@ -43,10 +51,13 @@ class TpuMagics(Magics):
         head, *rest = name.split(".")
         value = self.shell.user_ns.get(head, _MISSING)
         if value is _MISSING:
-            raise UsageError(f"name {head!r} is not defined in the notebook.")
+            visible = [n for n in self.shell.user_ns if not n.startswith("_")]
+            raise UsageError(f"name {head!r} is not defined in the notebook.{_did_you_mean(head, visible)}")
         for attr in rest:
             if not hasattr(value, attr):
-                raise UsageError(f"{name!r}: {type(value).__name__} has no attribute {attr!r}.")
+                public = [a for a in dir(value) if not a.startswith("_")]
+                raise UsageError(f"{name!r}: {type(value).__name__} has no attribute {attr!r}."
+                                 f"{_did_you_mean(attr, public)}")
             value = getattr(value, attr)
         return value
 
@@ -194,6 +205,7 @@ def load_ipython_extension(ipython):
     """Registers the magics (``%load_ext tpu_nb``)."""
     ipython.register_magics(TpuMagics)
     ipython.register_magics(magics_extra.ExtraMagics)
+    tracebacks.install(ipython)  # errors through tpu_nb show the user's frames, not tpu_nb's
     from . import lab_bridge
 
     lab_bridge.start(ipython)  # status bar / runs panel of the JupyterLab extension (no-op outside a kernel)
@@ -206,6 +218,7 @@ def unload_ipython_extension(ipython):
         line_magics.pop(name, None)
     ipython.magics_manager.registry.pop("TpuMagics", None)
     ipython.magics_manager.registry.pop("ExtraMagics", None)
+    tracebacks.uninstall(ipython)
     from . import lab_bridge
 
     lab_bridge.stop()
