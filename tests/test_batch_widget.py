@@ -74,7 +74,7 @@ def test_apply_builds_a_new_estimator_with_the_same_model(tmp_path):
     w.train_batch_size, w.predict_batch_size, w.input_mode = 32, 16, "PER_HOST_V2"
     w.apply_clicks += 1  # the Apply button
     new = w.estimator
-    assert new is not est and w.applied.startswith("Applied: train 32")
+    assert new is not est and w.applied.startswith("Applied (train 32, eval 64, predict 16")
     assert (new.train_batch_size, new.eval_batch_size, new.predict_batch_size) == (32, 64, 16)
     assert new.model_fn is est.model_fn and new.params == est.params and new.model_dir == est.model_dir
     assert new.config.tpu_config.input_mode == tpu_nb.InputPipelineConfig.PER_HOST_V2
@@ -112,3 +112,29 @@ def test_follows_a_connection_widget_when_it_connects():
     conn.wait(20)
     assert (w.num_shards, w.num_hosts, w.sharded) == (8, 2, True)
     assert "not divisible by the 8 shards" in w.errors["train"]
+
+
+def test_apply_says_where_the_new_estimator_is_and_rebinds_the_notebook_variable(tmp_path):
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    user_ns = InteractiveShell.instance().user_ns
+    est = _sim_estimator(tmp_path)
+    w = BatchSizeWidget(est)
+    user_ns.update(est=est, w=w)
+    try:
+        w.train_batch_size = 128
+        w.apply_clicks += 1  # the Apply button
+        assert "a new TPUEstimator in `w.estimator`" in w.applied
+        assert "`est` still holds the old sizes" in w.applied
+        assert w.rebind_names == ["est"] and user_ns["est"] is est
+
+        w.rebind_clicks += 1  # the Rebind button the view then shows
+        assert user_ns["est"] is w.estimator and user_ns["est"].train_batch_size == 128
+        assert w.applied.startswith("`est` now holds the new sizes (train 128") and w.rebind_names == []
+
+        w.eval_batch_size = 32  # a new edit clears the offer
+        assert w.applied == "" and w.rebind_names == []
+    finally:
+        for name in ("est", "w"):
+            user_ns.pop(name, None)

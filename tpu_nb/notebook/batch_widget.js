@@ -28,12 +28,19 @@ function render({ model, el }) {
   size.type = "number";
   size.min = 0;
   size.title = "predict dataset size (for the padding of the last batch)";
-  size.onchange = () => { model.set("dataset_size", Number(size.value) || 0); model.save_changes(); };
+  size.oninput = size.onchange = () => {
+    const value = Number(size.value) || 0;
+    if (value !== model.get("dataset_size")) { model.set("dataset_size", value); model.save_changes(); }
+  };
   const apply = document.createElement("button");
   apply.textContent = "Apply to estimator";
   apply.onclick = () => { model.set("apply_clicks", model.get("apply_clicks") + 1); model.save_changes(); };
   const where = document.createElement("span");
   head.append(where, " input mode ", mode, "  predict examples ", size, " ", apply);
+
+  const rebind = document.createElement("button");
+  rebind.className = "rebind";
+  rebind.onclick = () => { model.set("rebind_clicks", model.get("rebind_clicks") + 1); model.save_changes(); };
 
   const table = document.createElement("table");
   const notes = document.createElement("div");
@@ -47,7 +54,14 @@ function render({ model, el }) {
     const input = document.createElement("input");
     input.type = "number";
     input.min = 0;
-    input.onchange = () => { model.set(`${phase}_batch_size`, Number(input.value) || 0); model.save_changes(); };
+    // Checked as you type and on Enter, not only when the field loses focus.
+    const send = () => {
+      const value = Number(input.value) || 0;
+      if (value !== model.get(`${phase}_batch_size`)) { model.set(`${phase}_batch_size`, value); model.save_changes(); }
+    };
+    input.oninput = send;
+    input.onchange = send;
+    input.onkeydown = (event) => { if (event.key === "Enter") send(); };
     inputs[phase] = input;
     tr.insertCell().append(input);
     for (let i = 0; i < 3; i++) tr.insertCell();
@@ -58,13 +72,16 @@ function render({ model, el }) {
     where.textContent = sharded ? `${model.get("num_shards")} shard(s) on ${model.get("num_hosts")} host(s),` : "one device,";
     mode.value = model.get("input_mode");
     mode.disabled = !sharded;
-    size.value = model.get("dataset_size") || "";
+    if (document.activeElement !== size) size.value = model.get("dataset_size") || "";
     apply.disabled = !model.get("valid");
     const errors = model.get("errors");
     model.get("rows").forEach((row, i) => {
       const phase = PHASES[i];
-      inputs[phase].value = model.get(`${phase}_batch_size`) || "";
-      inputs[phase].classList.toggle("bad", phase in errors);
+      const input = inputs[phase];
+      const value = model.get(`${phase}_batch_size`);
+      // Never rewrite the field being typed in (the caret would jump), unless it disagrees.
+      if (document.activeElement !== input || (Number(input.value) || 0) !== value) input.value = value || "";
+      input.classList.toggle("bad", phase in errors);
       const cells = table.rows[i + 1].cells;
       cells[2].textContent = row.per_shard ?? "—";
       cells[3].textContent = row.per_host ?? "—";
@@ -76,11 +93,16 @@ function render({ model, el }) {
     for (const w of model.get("warnings")) line("warn", w);
     const padding = model.get("padding");
     if (padding && padding.text) line("", padding.text);
-    if (model.get("applied")) line("", model.get("applied"));
+    if (model.get("applied")) line("applied", model.get("applied"));
+    const names = model.get("rebind_names") || [];
+    if (names.length) {
+      rebind.textContent = `Rebind ${names.join(", ")} to the new estimator`;
+      notes.append(rebind);
+    }
   }
 
   draw();
-  for (const t of ["rows", "errors", "warnings", "padding", "valid", "applied", "input_mode", "sharded"]) model.on("change:" + t, draw);
+  for (const t of ["rows", "errors", "warnings", "padding", "valid", "applied", "rebind_names", "input_mode", "sharded"]) model.on("change:" + t, draw);
 }
 
 export default { render };

@@ -8,6 +8,7 @@ Example::
 
     w = BatchSizeWidget(est, connection=conn.connection, dataset_size=10_000); w
     est = w.apply()      # a new TPUEstimator: same model_fn, params and model_dir, new batch sizes
+    # or press Apply, then Rebind: the variables that held the old estimator get the new one
 """
 
 from __future__ import annotations
@@ -54,6 +55,23 @@ def _mode_name(estimator) -> str:
     return mode if mode in INPUT_MODES else "PER_HOST_V1"
 
 
+def _user_ns() -> dict:
+    """The notebook's namespace (empty outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
+def _names_holding(value) -> list:
+    """The notebook's public variables that hold ``value`` itself, in definition order."""
+    if value is None:
+        return []
+    return [name for name, held in list(_user_ns().items()) if held is value and not name.startswith("_")]
+
+
 def _esm_source() -> str:
     return importlib.resources.files(__package__).joinpath("batch_widget.js").read_text(encoding="utf-8")
 
@@ -64,7 +82,8 @@ class BatchSizeWidget(anywidget.AnyWidget):
     Sizes the shard count does not divide show an error next to them (no exception) and block
     Apply; per-shard batches that are not a multiple of 8 get a warning; with ``dataset_size``
     the padding of the last predict batch is shown. ``apply()`` (or the Apply button) builds a
-    new ``TPUEstimator`` with the same model_fn, params and model_dir.
+    new ``TPUEstimator`` with the same model_fn, params and model_dir, in ``.estimator``; the
+    view says so and offers to rebind the notebook variables that held the old one (``rebind()``).
 
     Example::
 
@@ -91,6 +110,9 @@ class BatchSizeWidget(anywidget.AnyWidget):
     valid = traitlets.Bool(True).tag(sync=True)
     apply_clicks = traitlets.Int(0).tag(sync=True)
     applied = traitlets.Unicode("").tag(sync=True)
+    #: Notebook variables that still hold the estimator Apply replaced: the view offers to rebind them.
+    rebind_names = traitlets.List().tag(sync=True)
+    rebind_clicks = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, estimator=None, connection=None, num_shards: Optional[int] = None,
                  num_hosts: Optional[int] = None, dataset_size: int = 0, **sizes):
@@ -113,6 +135,7 @@ class BatchSizeWidget(anywidget.AnyWidget):
         self.observe(self._changed, names=["train_batch_size", "eval_batch_size", "predict_batch_size",
                                            "input_mode", "num_shards", "num_hosts", "sharded", "dataset_size"])
         self.observe(self._apply_clicked, names="apply_clicks")
+        self.observe(lambda change: self.rebind(), names="rebind_clicks")
 
     @property
     def connection(self):
@@ -127,7 +150,7 @@ class BatchSizeWidget(anywidget.AnyWidget):
 
     # -- the table ---------------------------------------------------------------------------------
     def _changed(self, change) -> None:
-        self.applied = ""
+        self.applied, self.rebind_names = "", []
         self._recompute()
 
     def _recompute(self) -> None:
@@ -219,9 +242,35 @@ class BatchSizeWidget(anywidget.AnyWidget):
                            export_to_tpu=estimator.export_to_tpu, export_to_cpu=estimator.export_to_cpu,
                            warm_start_from=estimator.warm_start_from)
         self.estimator = new
-        self.applied = (f"Applied: train {new.train_batch_size}, eval {new.eval_batch_size}, "
-                        f"predict {new.predict_batch_size}" + (f", {self.input_mode}" if self.sharded else ""))
+        self._replaced = estimator
+        sizes = (f"train {new.train_batch_size}, eval {new.eval_batch_size}, predict {new.predict_batch_size}"
+                 + (f", {self.input_mode}" if self.sharded else ""))
+        holders, widget_names = _names_holding(estimator), _names_holding(self)
+        where = f"{widget_names[0]}.estimator" if widget_names else "this widget's .estimator"
+        if holders:
+            old = " and ".join(f"`{name}`" for name in holders)
+            still = f"{old} still {'holds' if len(holders) == 1 else 'hold'} the old sizes: Rebind to update it."
+        else:
+            still = "No notebook variable holds the old estimator."
+        self.applied = f"Applied ({sizes}) to a new TPUEstimator in `{where}`. {still}"
+        self.rebind_names = holders
         return new
+
+    def rebind(self) -> list:
+        """Points the notebook variables that held the replaced estimator at the applied one.
+
+        What the view's Rebind button does; returns the names rebound (e.g. ``['est']``).
+        """
+        names = [name for name in self.rebind_names if _user_ns().get(name) is getattr(self, "_replaced", None)]
+        for name in names:
+            _user_ns()[name] = self.estimator
+        if names:
+            listed = " and ".join(f"`{name}`" for name in names)
+            self.applied = (f"{listed} now {'holds' if len(names) == 1 else 'hold'} the new sizes (train "
+                            f"{self.estimator.train_batch_size}, eval {self.estimator.eval_batch_size}, "
+                            f"predict {self.estimator.predict_batch_size}).")
+        self.rebind_names = []
+        return names
 
     # -- static fallback ---------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
