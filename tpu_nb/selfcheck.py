@@ -226,7 +226,9 @@ def _gpu_absence() -> Optional[str]:
 
     if not (tf.test.is_built_with_cuda() or tf.test.is_built_with_rocm()):
         return "this TensorFlow build has no GPU support"
-    if sys.platform.startswith("linux") and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")):
+    # NVIDIA (/dev/nvidiaN), AMD (/dev/kfd), WSL2 (/dev/dxg); anything else is left to the GPU worker to find.
+    if sys.platform.startswith("linux") and not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")
+                                                 or os.path.exists("/dev/dxg")):
         return "no GPU device on this machine"
     return None
 
