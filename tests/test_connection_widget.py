@@ -128,3 +128,24 @@ def test_tpu_connect_magic_errors_in_the_widget_or_as_a_usage_error(ip):
     assert widget.status == "error" and "cannot be split evenly" in widget.error
     with pytest.raises(UsageError, match="cannot be split evenly"):
         ip.run_line_magic("tpu_connect", "--backend simulated --cores 3 --hosts 2 --no-widget")
+
+
+def test_connect_in_the_widget_updates_the_output_variable_and_current_connection(ip):
+    from tpu_nb.notebook.magics_extra import current_connection
+
+    widget = ip.run_line_magic("tpu_connect", "--backend cpu -o conn")
+    assert ip.user_ns["conn"].backend == "cpu" and current_connection() is ip.user_ns["conn"]
+    # What the form does: choose simulated 8x1, press Connect (the connection runs in a thread).
+    widget.backend, widget.cores, widget.hosts = "simulated", 8, 1
+    widget.connect_clicks += 1
+    widget.wait(timeout=60)
+    conn = ip.user_ns["conn"]
+    assert widget.status == "connected" and conn is widget.connection
+    assert (conn.backend, conn.num_cores, conn.num_hosts) == ("simulated", 8, 1)
+    assert current_connection() is conn
+
+    widget.cores = 3  # a failed attempt leaves the last good connection in place
+    widget.hosts = 2
+    widget.connect_clicks += 1
+    widget.wait(timeout=60)
+    assert widget.status == "error" and ip.user_ns["conn"] is conn and current_connection() is conn

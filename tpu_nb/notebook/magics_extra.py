@@ -25,7 +25,7 @@ _current: Optional[Connection] = None
 
 
 def current_connection() -> Optional[Connection]:
-    """The connection the last successful ``%tpu_connect`` made (None before one)."""
+    """The connection the last successful ``%tpu_connect`` (or its widget's Connect button) made; None before one."""
     return _current
 
 
@@ -102,7 +102,8 @@ class ExtraMagics(Magics):
     def tpu_connect(self, line):
         """Connect to a backend and show hosts, cores, device kinds and the TensorFlow version.
 
-        The Connection (stored with -o VAR) gives TPUEstimator its config:
+        The Connection (stored with -o VAR, and again each time the form's Connect succeeds) gives
+        TPUEstimator its config:
         TPUEstimator(model_fn, **VAR.estimator_kwargs(model_dir=...), ...), or VAR.run_config(...).
         Python equivalent: tpu_nb.ConnectionWidget(backend=..., ...).connect().
         """
@@ -120,7 +121,18 @@ class ExtraMagics(Magics):
             self.shell.user_ns[args.output] = connection
         if args.no_widget:
             return None if args.output else connection
+        # Connecting again from the form (another backend, more cores) updates -o VAR and
+        # current_connection() too, so that the code below the cell uses what the widget shows.
+        widget.observe(lambda change: self._connected(widget, args.output, change), names="status")
         return widget  # the cell's output: the form, with the topology or the error
+
+    def _connected(self, widget, output, change) -> None:
+        global _current
+        if change["new"] != "connected" or widget.connection is None:
+            return
+        _current = widget.connection
+        if output:
+            self.shell.user_ns[output] = widget.connection
 
 
 def load_ipython_extension(ipython):
