@@ -198,6 +198,18 @@ def test_backends_that_cannot_run_are_skipped_unless_asked_for(monkeypatch):
     assert "[gpu] one GPU: FAIL (no GPU device on this machine)" in _report(asked).text()
 
 
+def test_gpu_backends_skip_themselves_where_tensorflow_sees_too_few_gpus(tmp_path):
+    args = types.SimpleNamespace(tpu=None, tpu_timeout=30.0, model_dir=str(tmp_path))
+    out = tmp_path / "out.jsonl"
+    worker.run_backend("gpu", args, worker._Emitter(str(out)), gpus=0)
+    worker.run_backend("gpu-shards", args, worker._Emitter(str(out)), gpus=1)
+    reasons = [json.loads(line).get("reason") for line in out.read_text().splitlines()]
+    assert "TensorFlow sees no GPU" in reasons and "needs 2 or more GPUs; TensorFlow sees 1" in reasons
+    # Several GPUs as shards: as many as divide the global batch evenly, at most 8.
+    assert [worker.gpu_shards(n) for n in (2, 3, 4, 6, 8, 16)] == [2, 2, 4, 4, 8, 8]
+    assert all(model.GLOBAL_BATCH % worker.gpu_shards(n) == 0 for n in range(2, 17))
+
+
 # --------------------------------------------------------------------------- the TPU backend's connection
 
 
