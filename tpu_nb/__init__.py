@@ -5,7 +5,17 @@ Code written for ``tf.compat.v1.estimator.tpu`` needs only its imports changed::
     from tpu_nb import TPUEstimator, TPUEstimatorSpec, RunConfig, TPUConfig, ModeKeys
 """
 
-from . import events
+# First, before any module imports TensorFlow: in a Jupyter kernel its load-time C++ lines go to a
+# log file rather than into the cell (see native_output).
+from . import native_output
+
+native_output.import_tensorflow()
+
+from . import cell_logging  # noqa: E402
+
+cell_logging.install()
+
+from . import events  # noqa: E402
 from .config import InputPipelineConfig, RunConfig, TPUConfig
 from .cross_shard import CrossShardOptimizer
 from .estimator import Estimator, TPUEstimator

@@ -1,7 +1,7 @@
 // tpu_nb in JupyterLab (and Notebook 7): the kernel's backend and the active run's progress in the
 // status bar, a side panel listing the current kernel's runs with a Stop button per run, and
 // command-palette entries. All data comes from the kernel over the 'tpu_nb' comm that
-// `%load_ext tpu_nb` opens (tpu_nb/notebook/lab_bridge.py); there is no server endpoint.
+// `%load_ext tpu_nb` registers (tpu_nb/notebook/lab_bridge.py); there is no server endpoint.
 
 import {
   JupyterFrontEnd,
@@ -112,16 +112,38 @@ class Registry {
     link = new KernelLink(kernel, () => this.changed.emit());
     this._links.set(kernel.id, link);
     const created = link;
-    // The kernel opens the comm when `%load_ext tpu_nb` runs...
+    // An older tpu_nb kernel announces its comm with comm_open...
     kernel.registerCommTarget(TARGET, (comm: Kernel.IComm) => {
       created.attach(comm);
       created.send({ type: 'hello' });
     });
-    // ...or opened it before this page loaded (reload, second tab): adopt the open comm by id.
-    void this._adopt(kernel, created);
+    // ...a current one only lists it (`%load_ext tpu_nb` registers it without a comm_open, so that
+    // headless front ends see nothing): look for it now, at each busy/idle change and every 2 s of a
+    // long cell until found. The request goes on the control channel, which a foreground
+    // `%tpu_train` does not block (Run All queues the training cell right behind `%load_ext`).
+    const look = () => {
+      if (!created.connected) {
+        void this._adopt(kernel, created);
+      }
+    };
+    look();
+    let poller: number | null = null;
     kernel.statusChanged.connect((_, status) => {
       if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
         created.reset();
+      }
+      if (status === 'busy' || status === 'idle') {
+        look();
+      }
+      if (status === 'busy' && poller === null) {
+        poller = window.setInterval(() => {
+          if (created.connected || kernel.status !== 'busy') {
+            window.clearInterval(poller!);
+            poller = null;
+          } else {
+            look();
+          }
+        }, 2000);
       }
     });
     kernel.disposed.connect(() => {
@@ -134,8 +156,19 @@ class Registry {
   }
 
   private async _adopt(kernel: Kernel.IKernelConnection, link: KernelLink): Promise<void> {
+    if (this._adopting.has(link)) {
+      return;
+    }
+    this._adopting.add(link);
     try {
-      const reply = await kernel.requestCommInfo({ target_name: TARGET });
+      const request = KernelMessage.createMessage({
+        msgType: 'comm_info_request',
+        channel: 'control',
+        session: kernel.clientId,
+        username: kernel.username,
+        content: { target_name: TARGET }
+      } as any);
+      const reply = await kernel.sendControlMessage(request as any, true, true).done;
       const comms = (reply.content as any).comms || {};
       for (const id of Object.keys(comms)) {
         if (!link.connected && !kernel.hasComm(id)) {
@@ -145,6 +178,8 @@ class Registry {
       }
     } catch {
       // A kernel without comm_info (or a dead one): nothing to adopt.
+    } finally {
+      this._adopting.delete(link);
     }
   }
 
@@ -180,6 +215,7 @@ class Registry {
 
   private _links = new Map<string, KernelLink>();
   private _watched = new Set<NotebookPanel>();
+  private _adopting = new Set<KernelLink>();
   private _current: NotebookPanel | null = null;
 }
 

@@ -1,7 +1,11 @@
 """The kernel side of the JupyterLab extension: run status over the ``tpu_nb`` comm, and Stop.
 
-``%load_ext tpu_nb`` calls :func:`start`, which opens one comm (target ``tpu_nb``) from the
-kernel to the front end and subscribes to :mod:`tpu_nb.events`. The front end (status bar,
+``%load_ext tpu_nb`` calls :func:`start`, which registers one comm (target ``tpu_nb``) in the
+kernel without announcing it, and subscribes to :mod:`tpu_nb.events`. The JupyterLab extension
+finds it with a ``comm_info_request`` (on connecting, and after each cell while it has none) and
+says hello; only then does the kernel send anything. Announcing the comm with ``comm_open`` would
+make every front end without the extension complain (nbclient logs "No handler found for comm
+target 'tpu_nb'" in each headless run), and a listed comm is all the extension needs. The front end (status bar,
 runs panel) gets the whole, small state of the kernel's runs in each message, at most
 ``per_second`` messages per second whatever the event rate; the last change always arrives
 (a timer sends it when the throttle held it back). Loop progress costs the training thread one
@@ -152,10 +156,11 @@ class LabBridge:
     """Sends the kernel's run status to the front end over one comm; handles Stop.
 
     ``comm_factory(on_msg)`` returns an object with ``send(dict)`` (tests pass a fake).
+    ``wait_for_hello``: send nothing until a front end has said hello (nobody may be listening).
     """
 
     def __init__(self, comm_factory: Optional[Callable] = None, per_second: float = 4.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wait_for_hello: bool = False):
         self._lock = threading.RLock()
         self._runs: "collections.OrderedDict[int, _Run]" = collections.OrderedDict()
         self._backend = default_backend()
@@ -167,6 +172,7 @@ class LabBridge:
         self._dirty = False  # a live run moved on since the last message
         self._closed = threading.Event()
         self.messages_sent = 0
+        self._heard_from_front_end = not wait_for_hello
         self.comm = (comm_factory or _open_comm)(self._on_message)
         self._unsubscribe = events.subscribe(self._on_event)
         self.send_now()
@@ -279,6 +285,8 @@ class LabBridge:
 
     def _send(self) -> None:
         self._dirty = False
+        if not self._heard_from_front_end:
+            return  # the hello's send_now carries the whole state, so nothing is lost by waiting
         try:
             self.comm.send(self.status())
             self.messages_sent += 1
@@ -298,6 +306,7 @@ class LabBridge:
                     return
                 self._handled.append(nonce)
         if kind == "hello":
+            self._heard_from_front_end = True
             self.send_now()
         elif kind == "stop":
             self.stop(content.get("run_id"))
@@ -329,10 +338,12 @@ class LabBridge:
 
 
 def _open_comm(on_message: Callable[[Any], None]):
-    """Opens the ``tpu_nb`` comm to the front end; Stop also works while the kernel is busy."""
-    from comm import create_comm
+    """Registers the ``tpu_nb`` comm for the front end to find (see the module docstring); Stop
+    also works while the kernel is busy."""
+    import comm as comm_package
 
-    comm = create_comm(target_name=TARGET, data={"type": "open"})
+    comm = comm_package.create_comm(target_name=TARGET, primary=False)
+    comm_package.get_comm_manager().register_comm(comm)
     comm.on_msg(lambda msg: on_message(msg.get("content", {}).get("data")))
     original = getattr(comm, "_reply_subshell_for", None)
     if callable(original):  # ipykernel >= 7: see _fast_stop and the module docstring
@@ -369,7 +380,7 @@ def start(ipython=None) -> Optional[LabBridge]:
     with _bridge_lock:
         if _bridge is None:
             try:
-                _bridge = LabBridge()
+                _bridge = LabBridge(wait_for_hello=True)
             except Exception:  # no comm support: the notebook still works, without the lab panel
                 _log.debug("tpu_nb lab bridge not started", exc_info=True)
                 return None
