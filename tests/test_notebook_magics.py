@@ -218,4 +218,13 @@ def test_predict_output_is_the_dataframe_and_evaluate_dashboard(ip, est):
     assert ip.run_cell("%tpu_evaluate est eval_fn --dashboard -o dash").success
     dashboard = ip.user_ns["dash"]
     assert list(dashboard.frame.step) == [0, 20]  # one row per checkpoint in model_dir
+    shown = []
+    ip.display_pub.publish = lambda data, *args, update=False, **kwargs: shown.append((data, update))
+    try:
+        result = ip.run_cell("%tpu_evaluate est eval_fn --dashboard --which latest")
+    finally:
+        del ip.display_pub.publish
+    assert result.success and result.result is None  # no second copy as the cell's result
+    # One display (later updated in place with the results), not two views of the dashboard.
+    assert sum("application/vnd.jupyter.widget-view+json" in data for data, update in shown if not update) == 1
     assert ip.run_cell("%tpu_connect --backend cpu").success

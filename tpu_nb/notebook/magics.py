@@ -161,7 +161,9 @@ class TpuMagics(Magics):
         est = self._estimator(args.estimator)
         input_fn = self._function(args.input_fn, "an input_fn")
         if args.dashboard:
-            return self._deliver(magics_extra.evaluate_dashboard_from_args(est, input_fn, args), args.output)
+            dashboard = magics_extra.evaluate_dashboard_from_args(est, input_fn, args)  # displayed already
+            self._deliver(dashboard, args.output)
+            return None  # returned, it would be displayed a second time as the cell's result
         return self._deliver(runs.evaluate(est, input_fn, steps=args.steps, checkpoint_path=args.checkpoint),
                              args.output)
 
