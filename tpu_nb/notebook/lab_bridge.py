@@ -42,6 +42,7 @@ import weakref
 from typing import Any, Callable, Dict, Optional
 
 from .. import events
+from ._progress import Progress
 from .throttle import Throttle
 
 _log = logging.getLogger("tpu_nb")
@@ -63,7 +64,7 @@ class _Run:
 
     __slots__ = ("id", "mode", "model_dir", "backend", "phase", "state", "step", "start", "target", "loss",
                  "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper", "last_loop",
-                 "_applied")
+                 "_applied", "_progress", "first_loop")
 
     def __init__(self, started: events.RunStarted, stopper):
         self.id = started.run_id
@@ -78,7 +79,11 @@ class _Run:
         self._every, self._seen = 1, 0  # keep every _every-th loss; halve when the list is full
         self.stopper = stopper
         self.last_loop: Optional[events.LoopFinished] = None  # set by the training thread, nothing else
+        self.first_loop: Optional[events.LoopFinished] = None  # ditto: where speeds are measured from
         self._applied: Optional[events.LoopFinished] = None
+        # The dashboard's arithmetic (average since the first loop), so both show the same rates.
+        self._progress = Progress()
+        self._progress.run_started(started.start_step, started.target_step, started.global_batch_size, time.time())
 
     def apply_last_loop(self) -> bool:
         """Takes in the latest loop (one per tick, not one per loop); True if it was new."""
@@ -87,8 +92,12 @@ class _Run:
             return False
         self._applied = event
         self.step = event.global_step
-        self.examples_per_sec = _finite(event.examples_per_sec)
-        self.steps_per_sec = _finite(event.steps_per_sec)
+        first, self.first_loop = self.first_loop, None
+        if first is not None and first is not event:  # speeds count from the run's first loop, as the dashboard's
+            self._progress.loop_finished(first.global_step, first.wall_time, first.examples_per_sec)
+        self._progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
+        self.examples_per_sec = _finite(self._progress.examples_per_sec)
+        self.steps_per_sec = _finite(self._progress.steps_per_sec)
         loss = _finite(event.loss)
         if loss is not None:
             self.loss = loss
@@ -203,6 +212,8 @@ class LabBridge:
             # running at the message rate, read it (a dict lookup and an attribute store).
             run = self._runs.get(event.run_id)
             if run is not None:
+                if run.last_loop is None:
+                    run.first_loop = event
                 run.last_loop = event
             return
         if kind in _QUIET:
