@@ -292,37 +292,31 @@ class RunsPanel extends Widget {
       note('No runs in this kernel yet.');
       return;
     }
-    const table = document.createElement('table');
-    table.className = 'tpunb-runs';
-    table.innerHTML =
-      '<thead><tr><th>run</th><th>state</th><th>step</th><th>loss</th><th></th><th></th></tr></thead>';
-    const body = document.createElement('tbody');
+    // One card per run, not a wide table: at the sidebar's default width (~250 px) a six-column
+    // table hid step, loss, sparkline and Stop behind a horizontal scroll.
+    const list = document.createElement('div');
+    list.className = 'tpunb-runs';
     for (const run of [...status.runs].reverse()) {
-      body.appendChild(this._row(link, run));
+      list.appendChild(this._card(link, run));
     }
-    table.appendChild(body);
-    node.appendChild(table);
+    node.appendChild(list);
   }
 
-  private _row(link: KernelLink, run: RunInfo): HTMLElement {
-    const row = document.createElement('tr');
-    row.className = 'tpunb-run';
-    row.dataset.runId = String(run.id);
-    row.dataset.phase = run.phase;
-    const cell = (text: string, cls: string) => {
-      const td = document.createElement('td');
-      td.className = cls;
-      td.textContent = text;
-      row.appendChild(td);
-      return td;
+  private _card(link: KernelLink, run: RunInfo): HTMLElement {
+    const card = document.createElement('div');
+    card.className = 'tpunb-run';
+    card.dataset.runId = String(run.id);
+    card.dataset.phase = run.phase;
+    const part = (parent: HTMLElement, text: string, cls: string) => {
+      const span = document.createElement('span');
+      span.className = cls;
+      span.textContent = text;
+      parent.appendChild(span);
+      return span;
     };
-    cell(run.name, 'tpunb-run-name').title = run.model_dir ?? '';
-    cell(run.state, 'tpunb-run-state');
-    cell(run.target !== null ? `${run.step ?? 0}/${run.target}` : `${run.step ?? '—'}`, 'tpunb-run-step');
-    cell(fmt(run.loss), 'tpunb-run-loss');
-    const spark = cell('', 'tpunb-run-spark');
-    spark.appendChild(sparkline(run.spark, 80, 18));
-    const actions = cell('', 'tpunb-run-actions');
+    const top = document.createElement('div');
+    top.className = 'tpunb-run-top';
+    part(top, run.name, 'tpunb-run-name').title = `${run.name}\n${run.model_dir ?? ''}`;
     const button = document.createElement('button');
     button.className = 'jp-Button tpunb-stop';
     button.textContent = 'Stop';
@@ -332,8 +326,27 @@ class RunsPanel extends Widget {
       button.disabled = true;
       link.stop(run.id);
     };
-    actions.appendChild(button);
-    return row;
+    top.appendChild(button);
+    const facts = document.createElement('div');
+    facts.className = 'tpunb-run-facts';
+    part(facts, run.state, 'tpunb-run-state');
+    part(
+      facts,
+      run.target !== null ? `step ${run.step ?? 0}/${run.target}` : `step ${run.step ?? '—'}`,
+      'tpunb-run-step'
+    );
+    part(facts, `loss ${fmt(run.loss)}`, 'tpunb-run-loss');
+    const spark = document.createElement('div');
+    spark.className = 'tpunb-run-spark';
+    const svg = sparkline(run.spark, 200, 22);
+    // Scales to the card's width: the sidebar can be any width.
+    svg.setAttribute('viewBox', '0 0 200 22');
+    svg.setAttribute('width', '100%');
+    svg.setAttribute('preserveAspectRatio', 'none');
+    svg.querySelector('polyline')?.setAttribute('vector-effect', 'non-scaling-stroke');
+    spark.appendChild(svg);
+    card.append(top, facts, spark);
+    return card;
   }
 
   private _registry: Registry;
