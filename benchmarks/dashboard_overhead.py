@@ -69,6 +69,8 @@ import io
 import json
 import math
 import os
+import pathlib
+import re
 import statistics
 import sys
 import tempfile
@@ -356,10 +358,7 @@ def real_browser(steps, repeats):
 
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"--browser needs {CHROMIUM} (apt-get install chromium) and playwright")
-    root = tempfile.mkdtemp(prefix="dash_bench_browser_")
-    import pathlib
-
-    root = pathlib.Path(root)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="dash_bench_browser_"))
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cells = [_BROWSER_SETUP.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), steps=steps)]
@@ -378,13 +377,13 @@ def real_browser(steps, repeats):
                                  requestAnimationFrame(tick); };
             requestAnimationFrame(tick); }""")
         page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.wait_for_function("() => /BENCH_DONE \\[/.test(document.body.innerText)",
+        # textContent, not innerText: reading innerText lays the page out, a stall of its own.
+        outputs = "[...document.querySelectorAll('.jp-OutputArea-output pre')].map((e) => e.textContent).join('\\n')"
+        page.wait_for_function(f"() => {outputs}.includes('BENCH_DONE [')",
                                timeout=(60 + 4 * repeats * steps / 500) * 1000, polling=1000)
-        text = page.inner_text("body")
+        text = page.evaluate(f"() => {outputs}")
         frames = page.evaluate("() => window.benchFrames")
         charts = page.evaluate("() => document.querySelectorAll('.tpunb-chart').length")
-    import re
-
     runs = json.loads(re.search(r"BENCH_DONE (\[.*\])", text).group(1))
     with_dash = [r["steps_per_sec"] for r in runs if r["dashboard"]]
     without = [r["steps_per_sec"] for r in runs if not r["dashboard"]]

@@ -39,7 +39,8 @@ RENDER = """async ([source, snapshot, dark]) => {
     xTicks: chart.dataset.xTicks.split("|"), yTicks: chart.dataset.yTicks.split("|"),
     xRange: chart.dataset.xRange.split(",").map(Number), yRange: chart.dataset.yRange.split(",").map(Number),
     width: chart.getBoundingClientRect().width,
-    legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent)}]));
+    legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent),
+    values: [...chart.querySelectorAll(".u-legend .u-series .u-value")].map((e) => e.textContent)}]));
 }"""
 
 
@@ -81,6 +82,8 @@ def test_charts_have_round_ticks_and_ranges_from_the_data(theme):
     loss = charts["loss"]
     assert loss["xRange"] == [20, 3000]
     assert loss["legend"] == ["step", "train loss", "eval loss"]
+    # Away from the cursor, the legend reads out the latest step (with its wall time) and values.
+    assert loss["values"][0].startswith("3,000 · ") and loss["values"][2] == "0.31", loss["values"]
     # Eval metrics: one point each at step 2000, near 0.98: a band around it, never past 1.
     metrics = charts["eval metrics"]
     low, high = metrics["xRange"]

@@ -192,6 +192,14 @@ function axisSize(u, values, axisIdx, cycleNum) {
   return Math.ceil(size) + 4;
 }
 
+function lastValue(values) {
+  for (let i = values.length - 1; i >= 0; i--) {
+    const y = values[i];
+    if (y !== null && y !== undefined && Number.isFinite(y)) return y;
+  }
+  return null;
+}
+
 function lowerBound(xs, x) {
   let lo = 0, hi = xs.length;
   while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < x) lo = mid + 1; else hi = mid; }
@@ -316,7 +324,8 @@ function render({ model, el: root }) {
           space: 28, size: axisSize, values: (u, ticks, axisIdx, space, incr) => tickLabels(ticks, incr, log) },
       ],
       series: [
-        { label: "step", value: (u, v) => stepText(v) },
+        // Away from the cursor the legend reads out the latest values (idx is null there).
+        { label: "step", value: (u, v, si, idx) => stepText(idx == null ? lastValue(u.data[0]) : v) },
         ...names.map((n, i) => {
           const dots = n.startsWith("eval/");
           return {
@@ -325,7 +334,7 @@ function render({ model, el: root }) {
             width: dots ? 1.5 : 1.25,
             spanGaps: dots,
             points: dots ? { show: true, size: 6, fill: COLORS[i % COLORS.length] } : { show: false },
-            value: (u, v) => fmt(v, 5),
+            value: (u, v, si, idx) => fmt(idx == null ? lastValue(u.data[si]) : v, 5),
           };
         }),
       ],
