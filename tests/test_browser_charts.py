@@ -217,3 +217,19 @@ def test_nbconvert_html_of_an_executed_notebook_shows_the_dashboard_picture(tmp_
     # The picture: an <img> with the PNG inline (no CDN, no widget state needed to show it).
     images = re.findall(r"<img[^>]*src=[\"']data:image/png;base64,[A-Za-z0-9+/=]{1000,}", html)
     assert len(images) == 1, html[-3000:]
+
+
+def test_a_one_point_chart_shows_its_point_in_a_band_around_it():
+    from browser_support import CHART_INK
+
+    require_browser()
+    snapshot = {"status": {"phase": "running"}, "series": {"loss": [[20], [2.3]]}}
+    with chromium_page() as page:
+        page.goto("about:blank")
+        chart = page.evaluate(RENDER, [_module(), snapshot, False])["loss"]
+        ink = page.evaluate(CHART_INK)
+    low, high = chart["xRange"]
+    assert 0 <= low < 20 < high  # not [20, 21]
+    assert 0 <= chart["yRange"][0] < 2.3 < chart["yRange"][1]
+    assert len(chart["yTicks"]) >= 3
+    assert ink > 10  # the point is drawn: the chart is not empty

@@ -333,7 +333,9 @@ function render({ model, el: root }) {
             stroke: COLORS[i % COLORS.length],
             width: dots ? 1.5 : 1.25,
             spanGaps: dots,
-            points: dots ? { show: true, size: 6, fill: COLORS[i % COLORS.length] } : { show: false },
+            // Evaluations always as dots; a training line gets dots only while its points are sparse
+            // (uPlot's default), so a run's first point shows instead of an empty chart.
+            points: dots ? { show: true, size: 6, fill: COLORS[i % COLORS.length] } : { size: 4 },
             value: (u, v, si, idx) => fmt(idx == null ? lastValue(u.data[si]) : v, 5),
           };
         }),
@@ -363,7 +365,8 @@ function render({ model, el: root }) {
       if (log) values = values.map((y) => (y !== null && y > 0 ? y : null));  // a log axis has no room for y <= 0
       return [data.s, values];
     });
-    return tables.length === 1 ? tables[0] : uPlot.join(tables);
+    // join aligns the series on one step axis and sorts it (evaluations arrive in any step order).
+    return uPlot.join(tables);
   }
 
   function drawCharts(rebuild) {

@@ -11,6 +11,8 @@ import html
 import io
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from . import _wire
 from .history import EVAL_PREFIX, HOST_PREFIX
 
@@ -60,6 +62,8 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
         ax = fig.add_subplot(rows, cols, i + 1)
         for name in names:
             steps, values = _wire.downsample(*handle.store.chart_series(name), _wire.MAX_POINTS)
+            order = np.argsort(steps, kind="stable")  # evaluations arrive in any step order
+            steps, values = steps[order], values[order]
             label = name.replace(EVAL_PREFIX, "eval ").replace(HOST_PREFIX, "")
             if name in notes:
                 label += f" ({notes[name]})"
@@ -84,8 +88,6 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
 def _clamp_to_data(ax, value_arrays) -> None:
     """No axis below 0 for data that are all >= 0, none above 1 for data within [0, 1]; one point
     gets a band around it (as the live charts do)."""
-    import numpy as np
-
     values = np.concatenate([np.asarray(v, np.float64) for v in value_arrays]) if value_arrays else np.empty(0)
     values = values[np.isfinite(values)]
     if not len(values):
