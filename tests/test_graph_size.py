@@ -146,9 +146,9 @@ def test_shared_edges_change_no_numbers_and_upset_no_graph_optimizer(tmp_path, m
     # TensorFlow's graph optimizer logs (and then skips its work) when a rewrite leaves it a graph it
     # cannot order; a gate shared by constants and other ops once did that through constant folding.
     assert "topological" not in capfd.readouterr().err
-    import tpu_nb.training
+    import tpu_nb.backends.device_loop
 
-    monkeypatch.setattr(tpu_nb.training, "share_control_inputs", lambda graph: 0)
+    monkeypatch.setattr(tpu_nb.backends.device_loop, "share_control_inputs", lambda graph: 0)
     unshared = _estimator(tmp_path, shards, "unshared")
     unshared.train(_input_fn, steps=4)
     a, b = tf.train.load_checkpoint(shared.model_dir), tf.train.load_checkpoint(unshared.model_dir)

@@ -101,47 +101,11 @@ class TPUEstimator:
     export_saved_model_api_version = property(lambda self: self._export_saved_model_api_version)
     warm_start_from = property(lambda self: self._warm_start_from)
 
-    def _topology(self, what):
-        """Where ``what`` runs: one device, simulated shards, or a TPU; a clear error when none fits."""
-        from .topology import MultiWorker, SimulatedTPU, multi_worker, simulated, simulated_from_env, single_device
+    def _backend(self, what):
+        """Where ``what`` runs (``tpu_nb.backends``): one device, simulated shards, workers, or a TPU."""
+        from .backends import select_backend
 
-        cfg = self._config
-        if isinstance(cfg.cluster, MultiWorker):
-            # Workers train in lock step; evaluation and prediction run on each worker's own device.
-            return multi_worker(cfg.cluster) if what == "train" else single_device()
-        if not self._use_tpu or (what == "evaluate" and not self._eval_on_tpu):
-            return single_device()
-        sim = cfg.cluster if isinstance(cfg.cluster, SimulatedTPU) else simulated_from_env()
-        # evaluate() talks to evaluation_master (defaults to master); '' means "no remote master".
-        master = cfg.evaluation_master if what == "evaluate" else cfg.master
-        if sim is not None:
-            topology = simulated(sim)
-        elif cfg.cluster is not None or master:
-            from .tpu_connection import resolve_tpu
-
-            # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
-            found = resolve_tpu(cfg.cluster if cfg.cluster is not None else master,
-                                timeout_secs=cfg.tpu_config.connect_timeout_secs)
-            raise RuntimeError(
-                f"Found the TPU at {found.master or 'local'} ({found.num_cores} cores on {found.num_hosts} "
-                f"host(s)), but this build of tpu_nb cannot execute {what}() on real TPU hardware yet. Run the "
-                "same program on simulated shards (RunConfig(cluster=tpu_nb.SimulatedTPU("
-                f"{found.num_cores}, {found.num_hosts})) or TPU_NB_SIMULATE={found.num_cores}x{found.num_hosts}), "
-                "or pass use_tpu=False."
-            )
-        else:
-            raise RuntimeError(
-                f"{what}() with use_tpu=True needs a TPU, but RunConfig names none (no cluster= or master=) "
-                "and no simulation was asked for. Either pass use_tpu=False to run on this machine's CPU/GPU, "
-                "or simulate TPU shards: RunConfig(cluster=tpu_nb.SimulatedTPU(num_cores=8)) or set "
-                "TPU_NB_SIMULATE=8 in the environment."
-            )
-        num_shards = cfg.tpu_config.num_shards
-        if num_shards is not None and num_shards != topology.num_replicas:
-            raise ValueError(f"TPUConfig.num_shards is not set correctly: num_shards={num_shards} does not match the "
-                             f"{topology.num_replicas} shards of {topology.description}: drop num_shards or make "
-                             "them equal.")
-        return topology
+        return select_backend(self, what)
 
     # -- the four verbs ---------------------------------------------------------
     def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
@@ -152,12 +116,12 @@ class TPUEstimator:
         """
         from .training import run_train
 
-        topology = self._topology("train")
+        backend = self._backend("train")
         self._stop = StopRequest()
         try:
             with quiet_tf_logs():
                 return run_train(self, input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
-                                 saving_listeners=saving_listeners, stop=self._stop, topology=topology)
+                                 saving_listeners=saving_listeners, stop=self._stop, backend=backend)
         finally:
             self._stop = None
 
@@ -179,19 +143,19 @@ class TPUEstimator:
         """
         from .evaluation import run_evaluate
 
-        topology = self._topology("evaluate")
+        backend = self._backend("evaluate")
         with quiet_tf_logs():
             return run_evaluate(self, input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path,
-                                name=name, topology=topology)
+                                name=name, backend=backend)
 
     def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
         """Yields predictions: one dict per example, or one dict of arrays per batch."""
         from .prediction import run_predict
 
-        topology = self._topology("predict")
+        backend = self._backend("predict")
         return run_predict(self, input_fn, predict_keys=predict_keys, hooks=hooks,
                            checkpoint_path=checkpoint_path, yield_single_examples=yield_single_examples,
-                           topology=topology)
+                           backend=backend)
 
     def export_saved_model(self, export_dir_base, serving_input_receiver_fn, assets_extra=None, as_text=False,
                            checkpoint_path=None, experimental_mode=None):

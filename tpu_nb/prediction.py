@@ -1,4 +1,4 @@
-"""``predict()`` on one device: a generator over examples (or batches)."""
+"""``predict()``: a generator over examples (or batches), on whichever backend builds the graph."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import tensorflow as tf
 
 from . import const_lifting
 from .evaluation import resolve_checkpoint
-from .input_pipeline import InputPipeline
 from .memory_guard import BuildMeter
-from .model_calls import call_input_fn, call_model_fn
-from .modes import ModeKeys
 from .scaffolds import local_init_op, merge_scaffold, user_scaffold
 from .tf_logs import quiet_tf_logs
 from .training import check_hooks
@@ -49,37 +46,34 @@ def _batch_length(preds):
 
 
 def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True,
-                topology=None):
-    """Implements ``TPUEstimator.predict`` (a generator; one device or shards, per ``topology``).
+                backend=None):
+    """Implements ``TPUEstimator.predict`` (a generator), on ``backend`` (default: one device).
 
     On shards a short last batch is padded to the static batch size and the
     padded rows are sliced off again, so N examples give exactly N predictions.
     """
+    from .backends import one_device_backend
+
     hooks = check_hooks(hooks)
     ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")
+    backend = backend or one_device_backend()
     graph = tf.Graph()
     meter = BuildMeter()
     with graph.as_default():
         with quiet_tf_logs():
             if est.config.tf_random_seed is not None:
                 tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-            if topology is not None and topology.sharded:
-                built = _build_sharded(est, input_fn, predict_keys, topology)
-            else:
-                built = _build(est, input_fn, predict_keys)
-            spec, predictions, initializer, loopable, session_config = built
-            if topology is not None:
-                meter.check(f"predicting on {topology.description}", topology.num_replicas)
-            else:
-                meter.check("predicting on one device")
-            sess, next_batch = _open_session(spec, predictions, initializer, hooks, ckpt, session_config)
+            built = backend.build_predict(est, input_fn, lambda predictions: _select(predictions, predict_keys))
+            meter.check(f"predicting on {backend.description}", backend.topology.num_replicas)
+            session_config = backend.session(est.config.session_config).config
+            sess, next_batch = _open_session(built.spec, built.predictions, built.initializer, hooks, ckpt,
+                                             session_config)
         with sess:
-            single_shot = not loopable
             while True:
                 preds = next_batch()
                 if preds is None:
                     break
-                if topology is not None and topology.sharded and _batch_length(preds) == 0:
+                if built.empty_batch_ends and _batch_length(preds) == 0:
                     break  # every shard is past the end of its input: the stopping signal
                 if not yield_single_examples:
                     yield preds
@@ -91,34 +85,8 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
                     else:
                         for i in range(n):
                             yield preds[i]
-                if single_shot:
+                if not built.loopable:
                     break
-
-
-def _build(est, input_fn, predict_keys):
-    """Builds the one-device predict graph: (spec, predictions, input initializer, loopable, session config)."""
-    tf.compat.v1.train.get_or_create_global_step()
-    since = const_lifting.mark(tf.compat.v1.get_default_graph())
-    returned = call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params, est.predict_batch_size)
-    const_lifting.lift_dataset_constants(tf.compat.v1.get_default_graph(), returned, since)
-    pipeline = InputPipeline(returned)
-    features, labels = pipeline.next()
-    spec = call_model_fn(est.model_fn, features, labels, ModeKeys.PREDICT, est.config, est.params,
-                         est.predict_batch_size, est.use_tpu)
-    predictions = _select(spec.predictions, predict_keys)
-    return spec, predictions, pipeline.initializer, pipeline.loopable, est.config.session_config
-
-
-def _build_sharded(est, input_fn, predict_keys, topology):
-    """Builds the sharded predict step (padded input, masked predictions); same tuple as ``_build``."""
-    from .evaluation import build_sharded_step
-
-    _, initializer, step = build_sharded_step(est, input_fn, topology, ModeKeys.PREDICT, est.predict_batch_size,
-                                              "predict()")
-    predictions = _select(step.predictions, predict_keys)
-    if not isinstance(step.spec.predictions, dict):
-        predictions = predictions["predictions"]
-    return step.spec, predictions, initializer, True, topology.session_config(est.config.session_config)
 
 
 def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):

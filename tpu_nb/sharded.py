@@ -132,21 +132,17 @@ def _load_into_every_replica(self, value, session=None):
     session.run(initializers, {init.inputs[1]: value for init in initializers})
 
 
-def _install_mirrored_load():
+def install_mirrored_load():
     if "load" not in vars(_values.DistributedVariable):
         _values.DistributedVariable.load = _load_into_every_replica
 
 
-def make_strategy(topology):
-    """A graph-mode MirroredStrategy over the topology's devices (or MultiWorkerMirroredStrategy)."""
-    _install_mirrored_load()
-    if topology.kind == "multi_worker":
-        from .multi_worker import make_strategy as make_multi_worker_strategy
-
-        return make_multi_worker_strategy()
+def make_mirrored_strategy(devices):
+    """A graph-mode MirroredStrategy over ``devices`` that averages v1-optimizer gradients as Estimator did."""
+    install_mirrored_load()
     strategy = tf.compat.v1.distribute.MirroredStrategy(
-        devices=list(topology.devices),
-        cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=topology.devices[0]),
+        devices=list(devices),
+        cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0]),
     )
     # Estimator's own switch: v1 optimizers scale the loss by 1/num_replicas (a mean over shards).
     strategy._scale_loss_for_estimator = True  # noqa: SLF001
@@ -191,25 +187,19 @@ class ShardedStep:
     ``mask`` (gathered bool vector or None), ``spec`` (replica 0's spec).
     """
 
-    def __init__(self, est, strategy, topology, plan, context, mode):
+    def __init__(self, est, strategy, backend, plan, context, mode):
         self.est = est
         self.strategy = strategy
-        self.topology = topology
+        self.backend = backend  # where per-replica values meet: gather_in_replica / gather_to_host
         self.plan = plan
         self.context = context
         self.mode = mode
 
     def _gather_in_replica(self, tensors):
-        """Across workers, the host needs every worker's rows: all-gather them in replica context."""
-        if self.topology.kind != "multi_worker":
-            return tensors
-        ctx = tf.distribute.get_replica_context()
-        return [ctx.all_gather(t, axis=0) for t in tensors]
+        return self.backend.gather_in_replica(tensors)
 
     def _gather(self, value, only_first=False):
-        if self.topology.kind == "multi_worker":
-            return self.strategy.experimental_local_results(value)[0]
-        return gather(self.strategy, value, only_first=only_first)
+        return self.backend.gather_to_host(self.strategy, value, only_first=only_first)
 
     def build(self, replica_inputs, train=False):
         features = per_replica([f for f, _, _ in replica_inputs])
