@@ -63,30 +63,33 @@ def simulated_from_env() -> Optional[SimulatedTPU]:
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
-    """The resolved layout of a run."""
+    """The resolved layout of a run, as plain data; each backend's constructor below fills it in.
 
-    kind: str  # 'single', 'simulated', 'multi_worker'
+    ``host_devices``: the device each host's input pipeline runs on (full form, one per host);
+    ``local_host_ids``: the hosts whose input pipelines and replicas live in this process;
+    ``logical_cpus``: CPU devices the session must create (simulated shards on CPUs), 0 for none.
+    """
+
+    kind: str  # a label: 'single', 'simulated', 'multi_worker'; backends decide, nothing branches on it
     num_replicas: int
     num_hosts: int
     devices: Tuple[str, ...]  # this process's devices
     device_type: str  # 'CPU', 'GPU' or 'TPU'
+    description: str  # one line for logs and the dashboard
+    host_devices: Tuple[str, ...]
+    local_host_ids: Tuple[int, ...]
     task_index: int = 0  # this process's host (multi-worker: its worker index)
     operation_timeout_secs: Optional[float] = None
+    logical_cpus: int = 0
 
     @property
     def local_hosts(self) -> Tuple[int, ...]:
         """The hosts whose input pipelines and replicas live in this process."""
-        if self.kind == "multi_worker":
-            return (self.task_index,)
-        return tuple(range(self.num_hosts))
+        return self.local_host_ids
 
     @property
     def is_chief(self) -> bool:
         return self.task_index == 0
-
-    @property
-    def sharded(self) -> bool:
-        return self.kind != "single"
 
     @property
     def replicas_per_host(self) -> int:
@@ -98,11 +101,7 @@ class Topology:
         Full form (``/replica:0/task:0/device:CPU:0``) because input_fns see it through
         ``params['context'].current_input_fn_deployment()``, and the original gave that form.
         """
-        if self.kind == "multi_worker":
-            return f"/job:worker/replica:0/task:{host}/device:CPU:0"
-        if self.device_type == "GPU":
-            return _LOCAL_TASK + "/device:CPU:0"
-        return _LOCAL_TASK + self.devices[host * self.replicas_per_host]
+        return self.host_devices[host]
 
     def replica_host(self, replica: int) -> Tuple[str, int]:
         """``(host device, ordinal on that host)`` of a replica, with the host device as the original wrote it
@@ -113,41 +112,42 @@ class Topology:
         host, ordinal = divmod(int(replica), self.replicas_per_host)
         return self.host_device(host).replace("/replica:0", "", 1), ordinal
 
-    @property
-    def description(self) -> str:
-        if self.kind == "single":
-            return self.device_type
-        if self.kind == "multi_worker":
-            return f"{self.num_replicas} workers (this is worker {self.task_index})"
-        what = "simulated TPU" if self.kind == "simulated" else "TPU"
-        return f"{what} {self.num_replicas}x{self.num_hosts} ({self.num_replicas} shards on {self.device_type}, {self.num_hosts} host{'s' if self.num_hosts > 1 else ''})"
-
     def session_config(self, user_config=None):
         """A ConfigProto giving this topology's devices (logical CPUs need device_count, not global state)."""
         config = tf.compat.v1.ConfigProto()
         if user_config is not None:
             config.CopyFrom(user_config)
-        if self.kind == "simulated" and self.device_type == "CPU":
-            config.device_count["CPU"] = max(self.num_replicas, config.device_count.get("CPU", 0))
+        if self.logical_cpus:
+            config.device_count["CPU"] = max(self.logical_cpus, config.device_count.get("CPU", 0))
         config.allow_soft_placement = True
         return config
 
 
 def single_device() -> Topology:
+    """This machine's first GPU, or its CPU."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    return Topology("single", 1, 1, ("/device:GPU:0" if gpu else "/device:CPU:0",), "GPU" if gpu else "CPU")
+    device_type = "GPU" if gpu else "CPU"
+    return Topology("single", 1, 1, (f"/device:{device_type}:0",), device_type, device_type,
+                    host_devices=(_LOCAL_TASK + "/device:CPU:0",), local_host_ids=(0,))
 
 
 def simulated(sim: SimulatedTPU) -> Topology:
+    """``sim``'s shards on this process's GPUs (when there are enough, or asked for) or logical CPUs."""
     gpus = len(tf.config.list_physical_devices("GPU"))
     use_gpus = sim.use_gpus if sim.use_gpus is not None else gpus >= sim.num_cores
-    if use_gpus:
-        if gpus < sim.num_cores:
-            raise ValueError(f"SimulatedTPU(use_gpus=True) needs {sim.num_cores} GPUs, but {gpus} are visible.")
-        devices = tuple(f"/device:GPU:{i}" for i in range(sim.num_cores))
-        return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "GPU")
-    devices = tuple(f"/device:CPU:{i}" for i in range(sim.num_cores))
-    return Topology("simulated", sim.num_cores, sim.num_hosts, devices, "CPU")
+    if use_gpus and gpus < sim.num_cores:
+        raise ValueError(f"SimulatedTPU(use_gpus=True) needs {sim.num_cores} GPUs, but {gpus} are visible.")
+    device_type = "GPU" if use_gpus else "CPU"
+    devices = tuple(f"/device:{device_type}:{i}" for i in range(sim.num_cores))
+    per_host = sim.num_cores // sim.num_hosts
+    # A host's input pipeline: on GPUs the CPU feeding them; on CPUs the first device of the host's group.
+    hosts = tuple(_LOCAL_TASK + ("/device:CPU:0" if use_gpus else devices[h * per_host]) for h in range(sim.num_hosts))
+    plural = "s" if sim.num_hosts > 1 else ""
+    description = (f"simulated TPU {sim.num_cores}x{sim.num_hosts} ({sim.num_cores} shards on {device_type}, "
+                   f"{sim.num_hosts} host{plural})")
+    return Topology("simulated", sim.num_cores, sim.num_hosts, devices, device_type, description,
+                    host_devices=hosts, local_host_ids=tuple(range(sim.num_hosts)),
+                    logical_cpus=0 if use_gpus else sim.num_cores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +185,11 @@ class MultiWorker:
 
 
 def multi_worker(mw: MultiWorker) -> Topology:
+    """One replica (and one host) per worker of TF_CONFIG's cluster; this process is its task."""
     resolver = mw.cluster_resolver()
     workers = len(resolver.cluster_spec().as_dict()["worker"])
     task = int(resolver.task_id)
-    return Topology("multi_worker", workers, workers, (f"/job:worker/replica:0/task:{task}/device:CPU:0",), "CPU",
+    hosts = tuple(f"/job:worker/replica:0/task:{w}/device:CPU:0" for w in range(workers))
+    return Topology("multi_worker", workers, workers, (hosts[task],), "CPU",
+                    f"{workers} workers (this is worker {task})", host_devices=hosts, local_host_ids=(task,),
                     task_index=task, operation_timeout_secs=mw.operation_timeout_secs)
