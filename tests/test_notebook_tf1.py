@@ -175,7 +175,9 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     assert snapshot["status"]["state"] == "done" and snapshot["status"]["step"] == 60
     series = snapshot["series"]
     assert len(series["loss"][0]) == 6  # one loss per loop of 10
-    assert series["eval/loss"][0] == [60] and series["eval/loss"][1][0] == pytest.approx(evaluation["loss"], rel=1e-4)
+    # %tpu_evaluate's result, then the evaluation dashboard's, one per checkpoint: both are overlaid.
+    assert series["eval/loss"][0] == [60, 0, 20, 40, 60]
+    assert series["eval/loss"][1][0] == pytest.approx(evaluation["loss"], rel=1e-4)
     # The host_call's values, one point per step, as the browser draws them (rounded to 5 digits).
     steps, global_steps = series["host/global_step"]
     assert steps == list(range(1, 61)) and series["host/learning_rate"][0] == steps
@@ -222,6 +224,6 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     stopped = int(state_line.rsplit(" ", 1)[1])
     assert 30 <= stopped < 1_000_000 and stopped % 10 == 0
     assert model_zoo.checkpoint_step(bg_model_dir) == stopped
-    data = _shown(cells[BACKGROUND])
-    assert f"stopped at step {stopped}" in data["text/html"]
+    data, picture = _dashboard(cells[BACKGROUND])
+    assert f"stopped at step {stopped}" in data["text/html"] and f"stopped at step {stopped}" in picture["text/html"]
     assert _widget_state(nb, data)["snapshot"]["status"]["state"] == f"stopped at step {stopped}"
