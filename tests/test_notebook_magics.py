@@ -180,6 +180,21 @@ def test_stop_ends_a_foreground_cell_as_an_interrupt_does(ip, est, capsys):
     assert "Traceback" not in out + err
 
 
+def test_stop_ends_a_foreground_python_train_as_an_interrupt_too(est):
+    from tpu_nb import notebook
+
+    def press_stop(event):
+        if isinstance(event, tpu_nb.events.LoopFinished):
+            notebook.latest_train_handle(est).stop("Stop button")
+
+    with tpu_nb.events.subscribed(press_stop), pytest.raises(KeyboardInterrupt) as raised:
+        notebook.train(est, model_zoo.train_input_fn, steps=500, dashboard=False)
+    run = raised.value.handle
+    assert run is notebook.latest_train_handle(est) and run.state == f"stopped at step {run.stopped_step}"
+    assert str(raised.value) == f"training stopped at step {run.stopped_step}; checkpoint saved. " \
+                                "Run the same command to resume."
+
+
 def test_plain_python_equivalents_return_handles(est, tmp_path):
     from tpu_nb import notebook
 

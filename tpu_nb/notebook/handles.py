@@ -27,6 +27,25 @@ from .history import RunHistory
 STARTING, RUNNING, STOPPING, STOPPED, FAILED, DONE = "starting", "running", "stopping", "stopped", "failed", "done"
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or Stop ended a foreground training run: shown as one line, and (being an error)
+    it keeps Jupyter from running the cells queued after it. ``handle`` is the stopped run's."""
+
+    def __init__(self, message: str = "training interrupted", handle: Optional["RunHandle"] = None):
+        super().__init__(message)
+        self.handle = handle
+
+    def _render_traceback_(self):
+        return [f"KeyboardInterrupt: {self}"]
+
+
+def stopped_message(step: Optional[int]) -> str:
+    """The one line a stopped foreground run ends its cell with (the same for Stop and Ctrl-C)."""
+    if step is None:
+        return "training stopped before it began. Run the same command to start it."
+    return f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
+
+
 class RunHandle:
     """The state, history and result of one notebook run; see the module docstring.
 

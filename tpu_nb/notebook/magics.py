@@ -22,17 +22,9 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import magics_extra, runs, tracebacks
-from .handles import STOPPED
+from .handles import TrainingInterrupted, stopped_message
 
 _MISSING = object()
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or Stop ended a foreground ``%tpu_train``: shown as one line, and (being an error) it
-    keeps Jupyter from running the cells queued after it."""
-
-    def _render_traceback_(self):
-        return [f"KeyboardInterrupt: {self}"]
 
 
 def _did_you_mean(name: str, candidates) -> str:
@@ -127,12 +119,8 @@ class TpuMagics(Magics):
         try:
             handle = runs.train(est, input_fn, steps=args.steps, max_steps=args.max_steps, hooks=hooks,
                                 background=args.background, dashboard=False if args.no_dashboard else None)
-        except KeyboardInterrupt as interrupt:
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or Stop in the foreground (see runs.train)
             self._interrupted(runs.latest_train_handle(est), args.output, str(interrupt))
-        if not args.background and handle.phase == STOPPED:
-            # Stop (the dashboard's button, the lab panel) ends the cell as Ctrl-C does: an error, so
-            # that Run All does not go on with the cells queued after a run the user stopped.
-            self._interrupted(handle, args.output, "training stopped")
         return self._deliver(handle, args.output)
 
     def _interrupted(self, handle, output, fallback: str):
@@ -140,9 +128,8 @@ class TpuMagics(Magics):
         if output and handle is not None:
             self.shell.user_ns[output] = handle
         step = handle.stopped_step if handle is not None else None
-        message = (f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
-                   if step is not None else fallback or "training interrupted")
-        raise TrainingInterrupted(message) from None
+        message = stopped_message(step) if step is not None else fallback or "training interrupted"
+        raise TrainingInterrupted(message, handle) from None
 
     @magic_arguments()
     @magics_extra.dashboard_arguments

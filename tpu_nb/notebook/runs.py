@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Optional
 
-from .handles import STOPPED, RunHandle
+from .handles import STOPPED, RunHandle, TrainingInterrupted, stopped_message
 
 # The latest training handle per model_dir: evaluations are overlaid on it, and a stopped run
 # is resumed to its own target when the same command runs again.
@@ -86,10 +86,11 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
     """Trains with a live dashboard; returns the :class:`RunHandle`.
 
     ``background=True`` trains in a thread and returns at once (the dashboard stays in this
-    cell; ``handle.stop()``/``wait()``). In the foreground, Ctrl-C stops at the next loop
-    boundary with a checkpoint and re-raises ``KeyboardInterrupt``. With ``resume`` (default),
-    running the same ``steps=N`` command after a stop continues to the stopped run's target
-    instead of training N more steps.
+    cell; ``handle.stop()``/``wait()``). In the foreground, Ctrl-C or Stop ends the run at the
+    next loop boundary with a checkpoint and raises ``TrainingInterrupted`` (a
+    ``KeyboardInterrupt``; its ``.handle`` is the run's), so queued cells do not run. With
+    ``resume`` (default), running the same ``steps=N`` command after a stop continues to the
+    stopped run's target instead of training N more steps.
 
     Example::
 
@@ -112,8 +113,12 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
         from .dashboard import Dashboard
 
         handle.dashboard = Dashboard(handle).show()
-    return handle._run(lambda: estimator.train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps),
-                       background)
+    handle._run(lambda: estimator.train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps), background)
+    if not background and handle.phase == STOPPED:
+        # Stop (the dashboard's button, the lab panel) ends the cell as Ctrl-C does: an error, so that
+        # Run All does not go on with the cells queued after a run the user stopped.
+        raise TrainingInterrupted(stopped_message(handle.stopped_step), handle)
+    return handle
 
 
 def evaluate(estimator, input_fn, steps: Optional[int] = None, checkpoint_path: Optional[str] = None,
