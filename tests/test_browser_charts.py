@@ -142,7 +142,7 @@ def _run_resume_notebook(page, url):
     page.goto(url)
     page.wait_for_function(KERNEL_READY, timeout=120_000)
     page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-    page.wait_for_selector("text=RESUMED", timeout=240_000)
+    page.wait_for_selector("text=RESUMED resuming", timeout=240_000)  # the output line, not the cell's source
     page.wait_for_function("() => document.querySelectorAll(\".tpunb-badge[data-phase='stopped']\").length == 2",
                            timeout=60_000)
     page.wait_for_timeout(500)  # the final snapshot's redraw (one animation frame)
