@@ -207,11 +207,17 @@ function lowerBound(xs, x) {
 }
 
 function render({ model, el: root }) {
-  const style = el("style");
+  // The stylesheet goes into the page once, however many dashboards it shows: each new stylesheet
+  // makes the browser restyle the whole page (in JupyterLab, thousands of elements).
+  if (!document.getElementById("tpunb-dashboard-css")) {
+    const shared = el("style");
+    shared.id = "tpunb-dashboard-css";
+    shared.textContent = uPlotCss + CSS;
+    document.head.appendChild(shared);
+  }
   // The static picture published under the dashboard (for exported notebooks) hides while a live view shows.
   const key = model.get("static_key");
-  style.textContent = uPlotCss + CSS + (key ? `\n.tpunb-static-${key} { display: none; }` : "");
-  root.appendChild(style);
+  if (key) root.appendChild(el("style", "", `.tpunb-static-${key} { display: none; }`));
   const box = el("div", "tpunb"); root.appendChild(box);
   const head = el("div", "tpunb-head");
   const title = el("span", "tpunb-title", "tpu_nb");
