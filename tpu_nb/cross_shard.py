@@ -48,6 +48,13 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
             return 1, None
         return ctx.num_replicas_in_sync, ctx
 
+    def _tf_tpu_optimizer(self):
+        # TensorFlow's class, inside a TPU computation; it spells the reductions as losses.Reduction values.
+        reduction = (tf.compat.v1.losses.Reduction.MEAN if self._reduction == "mean"
+                     else tf.compat.v1.losses.Reduction.SUM)
+        return tf.compat.v1.tpu.CrossShardOptimizer(self._opt, reduction=reduction,
+                                                    group_assignment=self._group_assignment)
+
     def compute_gradients(self, loss, var_list=None, **kwargs):
         n, _ = self._num_replicas()
         if n > 1 and not in_tpu_computation():
@@ -59,17 +66,13 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
             elif self._reduction == "sum" and prescaled:
                 loss = loss * float(n)
         if in_tpu_computation():
-            tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
-                self._opt, reduction=self._reduction, group_assignment=self._group_assignment
-            )
+            tpu_opt = self._tf_tpu_optimizer()
             return tpu_opt.compute_gradients(loss, var_list=var_list, **kwargs)
         return self._opt.compute_gradients(loss, var_list=var_list, **kwargs)
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
         if in_tpu_computation():
-            tpu_opt = tf.compat.v1.tpu.CrossShardOptimizer(
-                self._opt, reduction=self._reduction, group_assignment=self._group_assignment
-            )
+            tpu_opt = self._tf_tpu_optimizer()
             return tpu_opt.apply_gradients(grads_and_vars, global_step=global_step, name=name)
         # Under a tf.distribute strategy the v1 optimizer already sums replica
         # gradients in apply_gradients; compute_gradients scaled the loss for a mean.

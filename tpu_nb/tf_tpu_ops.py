@@ -41,11 +41,15 @@ def in_tpu_computation() -> bool:
     try:
         from tensorflow.python.tpu import tpu_replication
 
-        ctx = tf.compat.v1.get_default_graph()._get_control_flow_context()  # noqa: SLF001
-        while ctx is not None:
-            if isinstance(ctx, tpu_replication.TPUReplicateContext):
-                return True
-            ctx = ctx.outer_context
+        graph = tf.compat.v1.get_default_graph()
+        # A while_loop/cond body (control flow v2) is a function graph inside the TPU computation's graph.
+        while graph is not None:
+            ctx = graph._get_control_flow_context()  # noqa: SLF001
+            while ctx is not None:
+                if isinstance(ctx, tpu_replication.TPUReplicateContext):
+                    return True
+                ctx = ctx.outer_context
+            graph = getattr(graph, "outer_graph", None)
     except (ImportError, AttributeError):  # pragma: no cover - TF internals moved
         return False
     return False
