@@ -26,6 +26,7 @@ from .tf_logs import quiet_tf_logs
 
 _XLA_DEVICE = "XLA_CPU_JIT"
 _COMPILE_ATTR = "_xla_compile_id"  # what xla.compile marks the ops of its cluster with
+_TPU_REPLICATE_ATTR = "_tpu_replicate"  # what tpu.replicate/rewrite marks the ops of a TPU computation with
 # How TensorFlow reports an op without a kernel for the XLA device, e.g.
 # "PyFunc (No registered 'PyFunc' OpKernel for XLA_CPU_JIT devices compatible with node {{node my_np}})".
 _UNSUPPORTED_RE = re.compile(
@@ -39,6 +40,9 @@ _HANDLED_WITHOUT_KERNEL = frozenset({
 # Collectives only TPUs implement: CPU XLA has no kernel, so this check cannot vouch for them.
 _TPU_ONLY = frozenset({"CrossReplicaSum", "AllToAll", "CollectivePermute", "TPUReplicatedInput",
                        "TPUReplicatedOutput", "TPUReplicateMetadata", "TPUCompilationResult"})
+# The TPU runtime's own ops in a TPU computation: TPU XLA compiles them; CPU XLA has no kernel to look up.
+_TPU_RUNTIME = _TPU_ONLY | frozenset({"InfeedDequeue", "InfeedDequeueTuple", "OutfeedEnqueue",
+                                      "OutfeedEnqueueTuple"})
 _registration_lock = threading.Lock()
 _kernels_ready = False
 
@@ -261,9 +265,26 @@ def _scan_cluster(graph) -> List[Tuple[str, str]]:
             check(node_def, prefix)
 
     for op in graph.get_operations():
-        if _COMPILE_ATTR in op.node_def.attr:
+        if _COMPILE_ATTR in op.node_def.attr or _TPU_REPLICATE_ATTR in op.node_def.attr:
             check(op.node_def)
     return found
+
+
+def ops_without_tpu_kernel(graph) -> List[Tuple[str, str]]:
+    """``(op name, op type)`` of every op in ``graph``'s TPU computations that no TPU kernel would run.
+
+    Looks at the ops ``tpu.replicate``/``tpu.rewrite`` marked (and the functions they call, such as a
+    while loop's body) and at XLA's registry for the CPU, which TPU XLA covers nearly op for op; the TPU
+    runtime's own ops (infeed, outfeed, cross-replica collectives) count as supported. An empty list
+    means nothing host-only (a FIFOQueue, ``tf.py_function``, string ops) was built into the computation.
+
+    Example::
+
+        assert ops_without_tpu_kernel(tf.compat.v1.get_default_graph()) == []
+    """
+    with quiet_tf_logs():
+        _ensure_xla_kernels_registered()
+    return [(name, op_type) for name, op_type in _scan_cluster(graph) if op_type not in _TPU_RUNTIME]
 
 
 def _functions_in(attr_value) -> List[str]:

@@ -1,0 +1,287 @@
+"""The TPU backend's training graph, built with TensorFlow's own graph-mode TPU runtime.
+
+What a TPU session run would execute, as the original TPUEstimator built it:
+
+* per host, the input pipeline on that host's CPU, in a host-side loop that
+  puts ``iterations`` per-shard batches into the infeed of each of the host's
+  TPU cores (``InfeedQueue``);
+* one ``tf.compat.v1.tpu.replicate``'d computation over every core: a
+  ``training_loop.repeat`` of ``iterations`` steps, each dequeuing its shard's
+  batch, calling ``model_fn`` (``params['batch_size']`` = the per-shard batch)
+  and running its ``train_op``; ``CrossShardOptimizer``'s ``cross_replica_sum``
+  stays TensorFlow's TPU op;
+* ``host_call`` tensors leave the computation through the outfeed (no host-only
+  op such as a FIFOQueue inside it) and are dequeued on the hosts in replica
+  order, concatenated along dimension 0 and handed to the host function.
+
+This module only builds the graph. The TPU backend (``tpu.py``) does not run it
+yet: building it needs no TPU (``tests/test_tpu_graphs.py`` fakes TensorFlow's
+TPU system query with 8x1 and 32x4 topologies); running it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional, Tuple
+
+import tensorflow as tf
+
+from ..batching import BatchPlan, plan_batches
+from ..config import InputPipelineConfig
+from ..model_calls import call_input_fn, call_model_fn, split_features_labels
+from ..modes import ModeKeys
+from ..spec import call_with_tensors, flat_tensors, repacked
+
+
+@dataclasses.dataclass(frozen=True)
+class TPUSystem:
+    """A TPU system as TensorFlow's metadata query describes it (``query_tpu_system``).
+
+    ``topology``: TensorFlow's ``tf.tpu.experimental.Topology`` (mesh and core coordinates).
+    """
+
+    num_cores: int
+    num_hosts: int
+    cores_per_host: int
+    topology: Any
+
+    @property
+    def description(self) -> str:
+        """One line for logs: 'TPU 8x1 (8 cores, 1 host)'."""
+        hosts = f"{self.num_hosts} host{'s' if self.num_hosts != 1 else ''}"
+        return f"TPU {self.num_cores}x{self.num_hosts} ({self.num_cores} cores, {hosts})"
+
+    def device_assignment(self):
+        """One replica per core (data parallelism; model parallelism is not supported)."""
+        from tensorflow.python.tpu import device_assignment
+
+        return device_assignment.device_assignment(self.topology, num_replicas=self.num_cores)
+
+
+def query_tpu_system(master: str, cluster_def=None) -> TPUSystem:
+    """Asks the TPU at ``master`` (``grpc://...``, or ``''`` for a local TPU VM) for its cores, hosts and mesh.
+
+    Goes through TensorFlow's own query (``tpu_system_metadata._query_tpu_system_metadata``), the
+    function the original TPUEstimator's tests replace with a fake topology.
+    """
+    from tensorflow.python.tpu import tpu_system_metadata
+
+    meta = tpu_system_metadata._query_tpu_system_metadata(  # noqa: SLF001
+        master, cluster_def=cluster_def, query_topology=True)
+    if meta.topology is None:
+        raise RuntimeError(f"The TPU system at {master or 'local'} reported no topology; a TPU training graph "
+                           "needs the core mesh. Check that the address names a TPU worker.")
+    return TPUSystem(int(meta.num_cores), int(meta.num_hosts), int(meta.num_of_cores_per_host), meta.topology)
+
+
+@dataclasses.dataclass(frozen=True)
+class TPUTrainGraph:
+    """A built TPU training graph (one session run = ``iterations`` steps on every core).
+
+    ``infeed_loops``: one op per host that enqueues ``iterations`` per-shard batches (run beside the
+    computation); ``loss``: replica 0's loss after the loop; ``replicated``: the per-replica outputs of
+    ``tpu.replicate``; ``host_call_outputs``: what the host function returned on the dequeued tensors
+    (None without host_call); ``outfeed_dequeues``: per replica, in replica order, its
+    ``OutfeedDequeueTuple`` op; ``replica_hosts``: the host device of each replica.
+    """
+
+    global_step: Any
+    plan: BatchPlan
+    num_replicas: int
+    replica_hosts: Tuple[str, ...]
+    initializers: Tuple[Any, ...]
+    infeed_loops: Tuple[Any, ...]
+    replicated: Any
+    loss: Any
+    spec: Any
+    host_call_outputs: Any
+    outfeed_dequeues: Tuple[Any, ...]
+
+
+def _tpu_global_step():
+    """The global step as the original created it for TPUs: a resource variable (TF1 behaviour too)."""
+    graph = tf.compat.v1.get_default_graph()
+    if tf.compat.v1.train.get_global_step(graph) is not None:
+        raise ValueError("The graph already has a global step; build the TPU training graph in a new tf.Graph.")
+    with graph.name_scope(None):
+        return tf.compat.v1.get_variable(
+            tf.compat.v1.GraphKeys.GLOBAL_STEP, shape=[], dtype=tf.int64,
+            initializer=tf.compat.v1.zeros_initializer(), trainable=False, use_resource=True,
+            collections=[tf.compat.v1.GraphKeys.GLOBAL_VARIABLES, tf.compat.v1.GraphKeys.GLOBAL_STEP])
+
+
+class _HostInputs:
+    """Per-host input pipelines and the infeed they fill: each replica's core gets its own shard."""
+
+    def __init__(self, est, input_fn, plan, assignment, replica_hosts):
+        self._est, self._input_fn, self._plan = est, input_fn, plan
+        self._assignment = assignment
+        self.queues: List[Any] = []  # one InfeedQueue per host
+        self.structure = None
+        self.initializers: List[Any] = []
+        hosts = list(dict.fromkeys(replica_hosts))  # in the order of their first replica
+        self.replicas_of = {h: [r for r, rh in enumerate(replica_hosts) if rh == h] for h in hosts}
+
+    def _iterator(self, device):
+        with tf.device(device):
+            returned = call_input_fn(self._input_fn, ModeKeys.TRAIN, self._est.config, self._est.params,
+                                     self._plan.input_fn_batch)
+            if not isinstance(returned, tf.data.Dataset):
+                raise ValueError("On a TPU, input_fn must return a tf.data.Dataset (the infeed needs a batch "
+                                 f"per step), got {type(returned).__name__}: wrap the tensors with "
+                                 "tf.data.Dataset.from_tensor_slices(...).batch(params['batch_size'], "
+                                 "drop_remainder=True).")
+            iterator = tf.compat.v1.data.make_initializable_iterator(returned)
+        self.initializers.append(iterator.initializer)
+        return iterator
+
+    def _flat(self, element):
+        features, labels = split_features_labels(element)
+        structure = (features, labels)
+        flat = tf.nest.flatten(structure)
+        if self.structure is None:
+            self.structure = structure
+        for t in flat:
+            if not t.shape.is_fully_defined():
+                raise ValueError(
+                    f"The TPU infeed needs static shapes, but input_fn gives {t.name} the shape {t.shape}: "
+                    "batch with drop_remainder=True and give every feature a fixed shape.")
+        return flat
+
+    def infeed_loop(self, host, iterations):
+        """The op that enqueues ``iterations`` steps of ``host``'s shards, as one host-side loop."""
+        replicas = self.replicas_of[host]
+        mode = self._plan.input_mode
+        if mode == InputPipelineConfig.PER_SHARD_V1:
+            iterators = [self._iterator(host) for _ in replicas]
+        else:
+            iterators = [self._iterator(host)]
+
+        def shards():
+            if mode == InputPipelineConfig.PER_HOST_V1:
+                # One host batch, split into the host's per-shard batches along dimension 0.
+                flat = self._flat(iterators[0].get_next())
+                pieces = [tf.split(t, len(replicas), axis=0) for t in flat]
+                return [[p[i] for p in pieces] for i in range(len(replicas))]
+            if mode == InputPipelineConfig.PER_HOST_V2:
+                return [self._flat(iterators[0].get_next()) for _ in replicas]
+            return [self._flat(it.get_next()) for it in iterators]  # PER_SHARD_V1
+
+        queue = []
+
+        def body(i):
+            from tensorflow.python.tpu import tpu_feed
+
+            sharded = shards()
+            # One queue per host, as the original: TF allows one enqueue-op generation per queue (TF1 graphs).
+            queue.append(tpu_feed.InfeedQueue(number_of_tuple_elements=len(sharded[0])))
+            enqueues = queue[-1].generate_enqueue_ops(
+                sharded, tpu_ordinal_function=lambda k: self._assignment.tpu_ordinal(replicas[k]),
+                placement_function=lambda k: host)
+            with tf.control_dependencies(enqueues):
+                return i + 1
+
+        with tf.device(host):
+            loop = tf.while_loop(lambda i: i < iterations, body, [tf.constant(0)], parallel_iterations=1,
+                                 name="infeed_loop")
+        if self.queues and (queue[-1].tuple_shapes, queue[-1].tuple_types) != (self.queues[0].tuple_shapes,
+                                                                                self.queues[0].tuple_types):
+            raise ValueError(
+                f"input_fn gave host {host} per-shard batches of {queue[-1].tuple_shapes} "
+                f"({queue[-1].tuple_types}), but the first host {self.queues[0].tuple_shapes} "
+                f"({self.queues[0].tuple_types}): every core runs the same computation, so every host must "
+                "feed the same shapes and dtypes.")
+        self.queues.append(queue[-1])
+        return loop
+
+    def dequeue(self):
+        """Inside the computation: this replica's (features, labels) for one step."""
+        # Every host's queue has the same tuple of per-shard shapes; any of them builds the dequeue.
+        return tf.nest.pack_sequence_as(self.structure, self.queues[0].generate_dequeue_op())
+
+
+class _Outfeed:
+    """``host_call`` through the outfeed: enqueued in the computation, dequeued per replica on the hosts."""
+
+    def __init__(self, host_call):
+        self.fn, self.structure = host_call
+        self.dtypes = None
+        self.shapes = None
+
+    def enqueue(self, tensors):
+        flat = [tf.convert_to_tensor(t) for t in flat_tensors(tensors)]
+        # Concatenated along dimension 0 on the host, so scalars travel as [1], as in the original.
+        flat = [tf.reshape(t, [1]) if t.shape.rank == 0 else t for t in flat]
+        for t in flat:
+            if not t.shape.is_fully_defined():
+                raise ValueError(f"host_call tensor {t.name} has shape {t.shape}; the TPU outfeed needs static "
+                                 "shapes. Reshape it to a fixed shape before returning it in host_call.")
+        self.dtypes = [t.dtype for t in flat]
+        self.shapes = [t.shape for t in flat]
+        from tensorflow.python.tpu.ops import tpu_ops
+
+        return tpu_ops.outfeed_enqueue_tuple(flat, name="host_call_outfeed")
+
+    def host_side(self, assignment, replica_hosts):
+        """(the host function's outputs, per-replica dequeue ops): one step's entry from every replica."""
+        from tensorflow.python.tpu.ops import tpu_ops
+
+        dequeues = []
+        for replica, host in enumerate(replica_hosts):
+            with tf.device(host):
+                dequeues.append(tpu_ops.outfeed_dequeue_tuple(
+                    dtypes=self.dtypes, shapes=self.shapes, device_ordinal=assignment.tpu_ordinal(replica),
+                    name=f"host_call_dequeue_replica_{replica}"))
+        with tf.device(replica_hosts[0]):
+            joined = [tf.concat([d[j] for d in dequeues], axis=0) for j in range(len(self.dtypes))]
+            outputs = call_with_tensors(self.fn, repacked(self.structure, joined))
+        return outputs, tuple(d[0].op for d in dequeues)
+
+
+def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
+    """Builds, in the default graph, the TPU training graph of ``iterations`` steps per session run.
+
+    ``est``: a TPUEstimator (its model_fn, params, config, train_batch_size); ``system``: the TPU
+    (``query_tpu_system``, or a fake topology in tests); ``job``: the TPU workers' job name.
+    Returns a ``TPUTrainGraph``. Raises for what the TPU path does not support (BROADCAST input,
+    tensors instead of a Dataset, dynamic shapes).
+    """
+    from tensorflow.python.tpu import tpu, training_loop
+
+    if est.train_batch_size is None:
+        raise ValueError(f"train_batch_size is required to train on {system.description}: pass the global "
+                         "batch size, e.g. TPUEstimator(..., train_batch_size=1024).")
+    mode = est.config.tpu_config.input_mode
+    if mode == InputPipelineConfig.BROADCAST:
+        raise NotImplementedError("InputPipelineConfig.BROADCAST is not supported on the TPU backend yet: use "
+                                  "PER_HOST_V1, PER_HOST_V2 or PER_SHARD_V1.")
+    plan = plan_batches(est.train_batch_size, system.num_cores, system.num_hosts, mode, ModeKeys.TRAIN)
+    assignment = system.device_assignment()
+    replica_hosts = tuple(assignment.host_device(r, job=job) for r in range(assignment.num_replicas))
+    global_step = _tpu_global_step()
+    inputs = _HostInputs(est, input_fn, plan, assignment, replica_hosts)
+    # The host loops first: they fix the infeed's shapes, which the dequeue in the computation reads.
+    infeed_loops = tuple(inputs.infeed_loop(host, iterations) for host in inputs.replicas_of)
+    captured = {}
+
+    def step(last_loss):
+        features, labels = inputs.dequeue()
+        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
+                             plan.model_fn_batch, use_tpu=True)
+        captured.setdefault("spec", spec)
+        deps = [spec.train_op]
+        if getattr(spec, "host_call", None) is not None:
+            outfeed = captured.setdefault("outfeed", _Outfeed(spec.host_call))
+            deps.append(outfeed.enqueue(spec.host_call[1]))
+        with tf.control_dependencies(deps):
+            return tf.identity(tf.cast(spec.loss, tf.float32))
+
+    def computation():
+        return training_loop.repeat(iterations, step, [tf.constant(0.0)])
+
+    replicated = tpu.replicate(computation, inputs=[[]] * system.num_cores, device_assignment=assignment)
+    host_call_outputs, dequeues = None, ()
+    if "outfeed" in captured:
+        host_call_outputs, dequeues = captured["outfeed"].host_side(assignment, replica_hosts)
+    return TPUTrainGraph(global_step, plan, system.num_cores, replica_hosts, tuple(inputs.initializers),
+                         infeed_loops, replicated, replicated[0][0], captured["spec"], host_call_outputs, dequeues)
