@@ -1,4 +1,4 @@
-"""The TPU backend's training graph, built on this CPU against fake TPU topologies (8 cores on 1 host, 32 on 4).
+"""The TPU backend's training and evaluation graphs, built on this CPU against fake TPU topologies (8x1, 32x4).
 
 As the original TPUEstimator's own tests: TensorFlow's TPU system query is replaced by a fake topology,
 and the graph TensorFlow's TPU runtime would compile and run is built and inspected, not executed.
@@ -17,9 +17,9 @@ from tensorflow.python.tpu import topology as tf_topology
 from tensorflow.python.tpu import tpu_system_metadata
 
 import tpu_nb
-from model_zoo import CLASSES, FEATURES, train_input_fn
-from tpu_nb.backends import one_device_backend
-from tpu_nb.backends.tpu_graph import build_tpu_train_graph, query_tpu_system
+from model_zoo import CLASSES, FEATURES, eval_input_fn, train_input_fn
+from tpu_nb.backends import one_device_backend, select_backend
+from tpu_nb.backends.tpu_graph import build_tpu_eval_graph, build_tpu_train_graph, query_tpu_system
 from tpu_nb.xla_check import ops_without_tpu_kernel
 
 TOPOLOGIES = [(8, 1), (32, 4)]  # (cores, hosts)
@@ -55,6 +55,11 @@ def _model_fn(forward_extra=None, seen=None):
             hidden = forward_extra(hidden)
         logits = tf_keras.layers.Dense(CLASSES, name="logits")(hidden)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        if mode == tpu_nb.ModeKeys.EVAL:
+            def metric_fn(labels, logits):
+                return {"accuracy": tf.compat.v1.metrics.accuracy(labels, tf.argmax(logits, 1))}
+
+            return tpu_nb.TPUEstimatorSpec(mode, loss=loss, eval_metrics=(metric_fn, [labels, logits]))
         global_step = tf.compat.v1.train.get_global_step()
         optimizer = tpu_nb.CrossShardOptimizer(tf.compat.v1.train.AdamOptimizer(1e-3))
         train_op = optimizer.minimize(loss, global_step=global_step)
@@ -62,7 +67,7 @@ def _model_fn(forward_extra=None, seen=None):
         def host_fn(step, loss, labels):
             return [tf.reduce_mean(loss), tf.shape(labels)[0], step[0]]
 
-        host_call = (host_fn, [tf.reshape(global_step, [1]), loss, labels])
+        host_call = (host_fn, [tf.reshape(global_step, [1]), tf.reshape(loss, [1]), labels])
         return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op, host_call=host_call)
 
     return fn
@@ -73,13 +78,13 @@ def _estimator(tmp_path, cores, fn=None, input_mode=True, use_tpu=True):
                               tpu_config=tpu_nb.TPUConfig(iterations_per_loop=ITERATIONS,
                                                           per_host_input_for_training=input_mode))
     return tpu_nb.TPUEstimator(fn or _model_fn(), config=config, use_tpu=use_tpu,
-                               train_batch_size=PER_SHARD * cores)
+                               train_batch_size=PER_SHARD * cores, eval_batch_size=PER_SHARD * cores)
 
 
-def _build(est, system, input_fn=train_input_fn):
+def _build(est, system, input_fn=train_input_fn, build=build_tpu_train_graph):
     graph = tf.Graph()
     with graph.as_default():
-        built = build_tpu_train_graph(est, input_fn, ITERATIONS, system)
+        built = build(est, input_fn, ITERATIONS, system)
     return graph, built
 
 
@@ -212,6 +217,19 @@ def test_same_variables_as_on_one_device(tmp_path, cores, hosts):
     assert ("hidden/kernel", (FEATURES, 16)) in _variables(tpu_graph)
 
 
+def test_same_variables_as_on_simulated_shards(tmp_path):
+    # 8 simulated shards only: the simulated backend calls model_fn once per shard, 32 would cost seconds.
+    with fake_tpu(8, 1) as system:
+        tpu_graph, _ = _build(_estimator(tmp_path / "tpu", 8), system)
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path / "sim"),
+                              cluster=tpu_nb.SimulatedTPU(num_cores=8, use_gpus=False))
+    est = tpu_nb.TPUEstimator(_model_fn(), config=config, train_batch_size=PER_SHARD * 8)
+    simulated = tf.Graph()
+    with simulated.as_default():
+        select_backend(est, "train").build_train(est, train_input_fn, ITERATIONS)
+    assert _variables(tpu_graph) == _variables(simulated)
+
+
 def test_unsupported_inputs_are_refused_with_the_fix(tmp_path):
     def tensors_input_fn(params):
         return tf.zeros([params["batch_size"], FEATURES]), tf.zeros([params["batch_size"]], tf.int32)
@@ -224,8 +242,50 @@ def test_unsupported_inputs_are_refused_with_the_fix(tmp_path):
             _build(broadcast, system)
 
 
+def test_a_scalar_host_call_tensor_is_refused_as_on_simulated_shards(tmp_path):
+    def fn(features, labels, mode, params):
+        loss = tf.reduce_mean(tf_keras.layers.Dense(1)(features))
+        train_op = tpu_nb.CrossShardOptimizer(tf.compat.v1.train.GradientDescentOptimizer(0.1)).minimize(
+            loss, global_step=tf.compat.v1.train.get_global_step())
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op, host_call=(lambda loss: [], [loss]))
+
+    with fake_tpu(8, 1) as system:
+        with pytest.raises(ValueError, match=r"host_call: tensor #0 .* is a scalar.*tf.reshape\(t, \[1\]\)"):
+            _build(_estimator(tmp_path, 8, fn=fn), system)
+
+
 def test_the_fake_topology_is_removed_afterwards():
     original = tpu_system_metadata._query_tpu_system_metadata
     with fake_tpu(8, 1):
         assert tpu_system_metadata._query_tpu_system_metadata is not original
     assert tpu_system_metadata._query_tpu_system_metadata is original
+
+
+@pytest.mark.parametrize("cores,hosts", TOPOLOGIES)
+def test_evaluation_graph_pads_shards_and_sends_eval_metrics_through_the_outfeed(tmp_path, cores, hosts):
+    seen = []
+    with fake_tpu(cores, hosts) as system:
+        graph, built = _build(_estimator(tmp_path, cores, fn=_model_fn(seen=seen)), system, eval_input_fn,
+                              build_tpu_eval_graph)
+    assert seen == [PER_SHARD]
+    metadata = [op for op in graph.get_operations() if op.type == "TPUReplicateMetadata"]
+    assert [op.get_attr("num_replicas") for op in metadata] == [cores]
+    nodes = list(_node_defs(graph))
+    # Each core's shard: features, labels and the mask of real rows (the short last batch is padded).
+    dequeue = [n for n in nodes if n.op == "InfeedDequeueTuple"]
+    assert [_shapes(n) for n in dequeue] == [[[PER_SHARD, FEATURES], [PER_SHARD], [PER_SHARD]]]
+    assert sum(n.op == "InfeedEnqueueTuple" for n in nodes) == cores
+    assert sum(n.op == "OutfeedEnqueueTuple" for n in nodes) == 1
+    assert not [n.name for n in nodes if "Queue" in n.op]
+    assignment = system.device_assignment()
+    assert [op.get_attr("device_ordinal") for op in built.outfeed_dequeues] == [
+        assignment.tpu_ordinal(r) for r in range(cores)]
+    assert [op.device for op in built.outfeed_dequeues] == list(built.replica_hosts)
+    assert set(built.metrics) == {"accuracy"}
+    # metric_fn sees every replica's rows, in replica order, with the padding masked out.
+    concat_ops = [op for op in graph.get_operations() if op.type == "ConcatV2"]
+    labels = next(op for op in concat_ops if op.outputs[0].dtype == tf.int32)
+    assert [t.op for t in labels.inputs[:-1]] == list(built.outfeed_dequeues)
+    assert any("boolean_mask" in consumer.name for consumer in labels.outputs[0].consumers())
+    assert ops_without_tpu_kernel(graph) == []
+    assert built.real_rows.dtype == tf.int64

@@ -1,6 +1,6 @@
-"""The TPU backend's training graph, built with TensorFlow's own graph-mode TPU runtime.
+"""The TPU backend's training and evaluation graphs, built with TensorFlow's own graph-mode TPU runtime.
 
-What a TPU session run would execute, as the original TPUEstimator built it:
+What a TPU training session run would execute, as the original TPUEstimator built it:
 
 * per host, the input pipeline on that host's CPU, in a host-side loop that
   puts ``iterations`` per-shard batches into the infeed of each of the host's
@@ -14,7 +14,11 @@ What a TPU session run would execute, as the original TPUEstimator built it:
   op such as a FIFOQueue inside it) and are dequeued on the hosts in replica
   order, concatenated along dimension 0 and handed to the host function.
 
-This module only builds the graph. The TPU backend (``tpu.py``) does not run it
+Evaluation is built the same way, with each host's batches padded to full size and a mask of real
+rows in the infeed; the loss, the mask and ``eval_metrics`` tensors leave through the outfeed and the
+host runs ``metric_fn`` on the real rows (a step without real rows is the stopping signal).
+
+This module only builds the graphs. The TPU backend (``tpu.py``) does not run it
 yet: building it needs no TPU (``tests/test_tpu_graphs.py`` fakes TensorFlow's
 TPU system query with 8x1 and 32x4 topologies); running it does.
 """
@@ -22,7 +26,7 @@ TPU system query with 8x1 and 32x4 topologies); running it does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -30,7 +34,8 @@ from ..batching import BatchPlan, plan_batches
 from ..config import InputPipelineConfig
 from ..model_calls import call_input_fn, call_model_fn, split_features_labels
 from ..modes import ModeKeys
-from ..spec import call_with_tensors, flat_tensors, repacked
+from ..sharded import _flatten_fn_tensors
+from ..spec import call_with_tensors, repacked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +118,8 @@ def _tpu_global_step():
 class _HostInputs:
     """Per-host input pipelines and the infeed they fill: each replica's core gets its own shard."""
 
-    def __init__(self, est, input_fn, plan, assignment, replica_hosts):
-        self._est, self._input_fn, self._plan = est, input_fn, plan
+    def __init__(self, est, input_fn, mode, plan, assignment, replica_hosts, pad=False):
+        self._est, self._input_fn, self._mode, self._plan, self._pad = est, input_fn, mode, plan, pad
         self._assignment = assignment
         self.queues: List[Any] = []  # one InfeedQueue per host
         self.structure = None
@@ -124,20 +129,30 @@ class _HostInputs:
 
     def _iterator(self, device):
         with tf.device(device):
-            returned = call_input_fn(self._input_fn, ModeKeys.TRAIN, self._est.config, self._est.params,
+            returned = call_input_fn(self._input_fn, self._mode, self._est.config, self._est.params,
                                      self._plan.input_fn_batch)
             if not isinstance(returned, tf.data.Dataset):
                 raise ValueError("On a TPU, input_fn must return a tf.data.Dataset (the infeed needs a batch "
                                  f"per step), got {type(returned).__name__}: wrap the tensors with "
                                  "tf.data.Dataset.from_tensor_slices(...).batch(params['batch_size'], "
                                  "drop_remainder=True).")
+            if self._pad:
+                # Evaluation: a short last batch padded to full size with a mask of real rows, then
+                # all-padding batches forever, so the infeed never runs dry; a step without real rows is
+                # the host's stopping signal.
+                from ..sharded_inputs import pad_with_stop_signal
+
+                returned = pad_with_stop_signal(returned, self._plan.input_fn_batch, "input_fn")
             iterator = tf.compat.v1.data.make_initializable_iterator(returned)
         self.initializers.append(iterator.initializer)
         return iterator
 
     def _flat(self, element):
-        features, labels = split_features_labels(element)
-        structure = (features, labels)
+        if self._pad:
+            element, mask = element
+            structure = (*split_features_labels(element), mask)
+        else:
+            structure = split_features_labels(element)
         flat = tf.nest.flatten(structure)
         if self.structure is None:
             self.structure = structure
@@ -201,29 +216,30 @@ class _HostInputs:
 
 
 class _Outfeed:
-    """``host_call`` through the outfeed: enqueued in the computation, dequeued per replica on the hosts."""
+    """Per-step tensors through the outfeed: enqueued in the computation, dequeued per replica on the hosts."""
 
-    def __init__(self, host_call):
-        self.fn, self.structure = host_call
+    def __init__(self, what):
+        self.what = what  # 'host_call' or 'eval_metrics', for names and messages
         self.dtypes = None
         self.shapes = None
 
-    def enqueue(self, tensors):
-        flat = [tf.convert_to_tensor(t) for t in flat_tensors(tensors)]
-        # Concatenated along dimension 0 on the host, so scalars travel as [1], as in the original.
+    def enqueue(self, flat):
+        flat = [tf.convert_to_tensor(t) for t in flat]
+        # Concatenated along dimension 0 on the host: the backend's own scalars (the eval loss) travel as [1];
+        # users' scalars were refused before, as the original and the simulated backend refuse them.
         flat = [tf.reshape(t, [1]) if t.shape.rank == 0 else t for t in flat]
         for t in flat:
             if not t.shape.is_fully_defined():
-                raise ValueError(f"host_call tensor {t.name} has shape {t.shape}; the TPU outfeed needs static "
-                                 "shapes. Reshape it to a fixed shape before returning it in host_call.")
+                raise ValueError(f"{self.what} tensor {t.name} has shape {t.shape}; the TPU outfeed needs static "
+                                 f"shapes. Reshape it to a fixed shape before returning it in {self.what}.")
         self.dtypes = [t.dtype for t in flat]
         self.shapes = [t.shape for t in flat]
         from tensorflow.python.tpu.ops import tpu_ops
 
-        return tpu_ops.outfeed_enqueue_tuple(flat, name="host_call_outfeed")
+        return tpu_ops.outfeed_enqueue_tuple(flat, name=f"{self.what}_outfeed")
 
     def host_side(self, assignment, replica_hosts):
-        """(the host function's outputs, per-replica dequeue ops): one step's entry from every replica."""
+        """(tensors, per-replica dequeue ops): one step's entries of every replica, concatenated in replica order."""
         from tensorflow.python.tpu.ops import tpu_ops
 
         dequeues = []
@@ -231,11 +247,25 @@ class _Outfeed:
             with tf.device(host):
                 dequeues.append(tpu_ops.outfeed_dequeue_tuple(
                     dtypes=self.dtypes, shapes=self.shapes, device_ordinal=assignment.tpu_ordinal(replica),
-                    name=f"host_call_dequeue_replica_{replica}"))
+                    name=f"{self.what}_dequeue_replica_{replica}"))
         with tf.device(replica_hosts[0]):
             joined = [tf.concat([d[j] for d in dequeues], axis=0) for j in range(len(self.dtypes))]
-            outputs = call_with_tensors(self.fn, repacked(self.structure, joined))
-        return outputs, tuple(d[0].op for d in dequeues)
+        return joined, tuple(d[0].op for d in dequeues)
+
+
+def _layout(est, system, batch_size, mode, phase, job):
+    """(plan, device assignment, host device of each replica) for one phase on ``system``."""
+    if batch_size is None:
+        kind = {ModeKeys.TRAIN: "train", ModeKeys.EVAL: "eval"}[phase]
+        raise ValueError(f"{kind}_batch_size is required on {system.description}: pass the global batch "
+                         f"size, e.g. TPUEstimator(..., {kind}_batch_size=1024).")
+    if mode in (InputPipelineConfig.BROADCAST, InputPipelineConfig.SLICED):
+        raise NotImplementedError(f"InputPipelineConfig.{mode.name} is not supported on the TPU backend yet: "
+                                  "use PER_HOST_V1, PER_HOST_V2 or PER_SHARD_V1.")
+    plan = plan_batches(batch_size, system.num_cores, system.num_hosts, mode, phase)
+    assignment = system.device_assignment()
+    replica_hosts = tuple(assignment.host_device(r, job=job) for r in range(assignment.num_replicas))
+    return plan, assignment, replica_hosts
 
 
 def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
@@ -248,18 +278,10 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
     """
     from tensorflow.python.tpu import tpu, training_loop
 
-    if est.train_batch_size is None:
-        raise ValueError(f"train_batch_size is required to train on {system.description}: pass the global "
-                         "batch size, e.g. TPUEstimator(..., train_batch_size=1024).")
-    mode = est.config.tpu_config.input_mode
-    if mode == InputPipelineConfig.BROADCAST:
-        raise NotImplementedError("InputPipelineConfig.BROADCAST is not supported on the TPU backend yet: use "
-                                  "PER_HOST_V1, PER_HOST_V2 or PER_SHARD_V1.")
-    plan = plan_batches(est.train_batch_size, system.num_cores, system.num_hosts, mode, ModeKeys.TRAIN)
-    assignment = system.device_assignment()
-    replica_hosts = tuple(assignment.host_device(r, job=job) for r in range(assignment.num_replicas))
+    plan, assignment, replica_hosts = _layout(est, system, est.train_batch_size, est.config.tpu_config.input_mode,
+                                              ModeKeys.TRAIN, job)
     global_step = _tpu_global_step()
-    inputs = _HostInputs(est, input_fn, plan, assignment, replica_hosts)
+    inputs = _HostInputs(est, input_fn, ModeKeys.TRAIN, plan, assignment, replica_hosts)
     # The host loops first: they fix the infeed's shapes, which the dequeue in the computation reads.
     infeed_loops = tuple(inputs.infeed_loop(host, iterations) for host in inputs.replicas_of)
     captured = {}
@@ -271,8 +293,8 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
         captured.setdefault("spec", spec)
         deps = [spec.train_op]
         if getattr(spec, "host_call", None) is not None:
-            outfeed = captured.setdefault("outfeed", _Outfeed(spec.host_call))
-            deps.append(outfeed.enqueue(spec.host_call[1]))
+            outfeed = captured.setdefault("outfeed", _Outfeed("host_call"))
+            deps.append(outfeed.enqueue(_flatten_fn_tensors("host_call", spec.host_call)[2]))
         with tf.control_dependencies(deps):
             return tf.identity(tf.cast(spec.loss, tf.float32))
 
@@ -282,6 +304,87 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
     replicated = tpu.replicate(computation, inputs=[[]] * system.num_cores, device_assignment=assignment)
     host_call_outputs, dequeues = None, ()
     if "outfeed" in captured:
-        host_call_outputs, dequeues = captured["outfeed"].host_side(assignment, replica_hosts)
+        joined, dequeues = captured["outfeed"].host_side(assignment, replica_hosts)
+        fn, structure = captured["spec"].host_call
+        with tf.device(replica_hosts[0]):
+            host_call_outputs = call_with_tensors(fn, repacked(structure, joined))
     return TPUTrainGraph(global_step, plan, system.num_cores, replica_hosts, tuple(inputs.initializers),
                          infeed_loops, replicated, replicated[0][0], captured["spec"], host_call_outputs, dequeues)
+
+
+@dataclasses.dataclass(frozen=True)
+class TPUEvalGraph:
+    """A built TPU evaluation graph (one session run = ``iterations`` eval steps on every core).
+
+    Per step, on the host: ``loss`` and ``metrics`` are (value, update) pairs over the real rows of every
+    replica (padding masked out); ``real_rows``: the step's real rows, 0 once every host's input has
+    ended (the stopping signal). ``outfeed_dequeues``: per replica, in replica order, its dequeue op.
+    """
+
+    global_step: Any
+    plan: BatchPlan
+    num_replicas: int
+    replica_hosts: Tuple[str, ...]
+    initializers: Tuple[Any, ...]
+    infeed_loops: Tuple[Any, ...]
+    replicated: Any
+    spec: Any
+    loss: Any
+    metrics: Dict[str, Any]
+    real_rows: Any
+    outfeed_dequeues: Tuple[Any, ...]
+
+
+def build_tpu_eval_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
+    """Builds, in the default graph, the TPU evaluation graph of ``iterations`` steps per session run.
+
+    Each core's shard is padded to ``params['batch_size']`` rows with a mask of real rows; the loss, the
+    mask and ``eval_metrics`` tensors leave through the outfeed, and the host runs ``metric_fn`` on the
+    real rows of all replicas. Returns a ``TPUEvalGraph``.
+    """
+    from tensorflow.python.tpu import tpu, training_loop
+
+    from ..evaluation import _check_metric_dict
+    from .replicated import eval_input_mode
+
+    plan, assignment, replica_hosts = _layout(est, system, est.eval_batch_size, eval_input_mode(est),
+                                              ModeKeys.EVAL, job)
+    global_step = _tpu_global_step()
+    inputs = _HostInputs(est, input_fn, ModeKeys.EVAL, plan, assignment, replica_hosts, pad=True)
+    infeed_loops = tuple(inputs.infeed_loop(host, iterations) for host in inputs.replicas_of)
+    captured = {}
+    outfeed = _Outfeed("eval_metrics")
+
+    def step(total_loss):
+        features, labels, mask = inputs.dequeue()
+        spec = call_model_fn(est.model_fn, features, labels, ModeKeys.EVAL, est.config, est.params,
+                             plan.model_fn_batch, use_tpu=True, allow_estimator_spec=False)
+        captured.setdefault("spec", spec)
+        loss = tf.cast(spec.loss, tf.float32)
+        metric_tensors = (_flatten_fn_tensors("eval_metrics", spec.eval_metrics)[2]
+                          if spec.eval_metrics is not None else [])
+        enqueue = outfeed.enqueue([loss, mask] + metric_tensors)
+        with tf.control_dependencies([enqueue]):
+            return total_loss + loss
+
+    def computation():
+        return training_loop.repeat(iterations, step, [tf.constant(0.0)])
+
+    replicated = tpu.replicate(computation, inputs=[[]] * system.num_cores, device_assignment=assignment)
+    (losses, masks, *metric_tensors), dequeues = outfeed.host_side(assignment, replica_hosts)
+    spec = captured["spec"]
+    with tf.device(replica_hosts[0]):
+        rows = tf.reduce_sum(tf.cast(masks, tf.int64))
+        # A replica's loss is the mean over its shard; weight it by the shard's real rows.
+        real_per_replica = tf.reduce_sum(tf.reshape(tf.cast(masks, tf.float32), [system.num_cores, -1]), axis=1)
+        loss = tf.compat.v1.metrics.mean(losses, weights=real_per_replica, name="mean_loss")
+        metrics = {}
+        if spec.eval_metrics is not None:
+            batch = int(masks.shape[0])
+            # Padding rows leave every per-example tensor before metric_fn sees it.
+            real = [tf.boolean_mask(t, masks) if t.shape.rank and t.shape[0] == batch else t
+                    for t in metric_tensors]
+            metrics = _check_metric_dict(call_with_tensors(spec.eval_metrics[0],
+                                                           repacked(spec.eval_metrics[1], real)))
+    return TPUEvalGraph(global_step, plan, system.num_cores, replica_hosts, tuple(inputs.initializers), infeed_loops,
+                        replicated, spec, loss, metrics, rows, dequeues)
