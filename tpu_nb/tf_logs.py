@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 
 import tensorflow as tf
@@ -50,7 +49,7 @@ def _python_logs_muted():
     other (its INFO lines then leak into cells) or leave the level muted after both.
     """
     global _depth, _saved
-    if os.environ.get("TPU_NB_TF_LOGS", "") not in ("", "0"):
+    if native_output.tf_logs_shown():
         yield
         return
     with _lock:
