@@ -80,14 +80,13 @@ def query_tpu_system(master: str, cluster_def=None) -> TPUSystem:
 
 
 @dataclasses.dataclass(frozen=True)
-class TPUTrainGraph:
-    """A built TPU training graph (one session run = ``iterations`` steps on every core).
+class _TPUGraph:
+    """What a built TPU train or evaluation graph holds either way.
 
     ``infeed_loops``: one op per host that enqueues ``iterations`` per-shard batches (run beside the
-    computation); ``loss``: replica 0's loss after the loop; ``replicated``: the per-replica outputs of
-    ``tpu.replicate``; ``host_call_outputs``: what the host function returned on the dequeued tensors
-    (None without host_call); ``outfeed_dequeues``: per replica, in replica order, its
-    ``OutfeedDequeueTuple`` op; ``replica_hosts``: the host device of each replica.
+    computation); ``replicated``: the per-replica outputs of ``tpu.replicate``; ``replica_hosts``: the
+    host device of each replica; ``outfeed_dequeues``: per replica, in replica order, its
+    ``OutfeedDequeueTuple`` op.
     """
 
     global_step: Any
@@ -97,10 +96,20 @@ class TPUTrainGraph:
     initializers: Tuple[Any, ...]
     infeed_loops: Tuple[Any, ...]
     replicated: Any
-    loss: Any
     spec: Any
-    host_call_outputs: Any
     outfeed_dequeues: Tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TPUTrainGraph(_TPUGraph):
+    """A built TPU training graph (one session run = ``iterations`` steps on every core).
+
+    ``loss``: replica 0's loss after the loop; ``host_call_outputs``: what the host function returned
+    on the dequeued tensors (None without host_call).
+    """
+
+    loss: Any
+    host_call_outputs: Any
 
 
 def _tpu_global_step():
@@ -308,31 +317,24 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
         fn, structure = captured["spec"].host_call
         with tf.device(replica_hosts[0]):
             host_call_outputs = call_with_tensors(fn, repacked(structure, joined))
-    return TPUTrainGraph(global_step, plan, system.num_cores, replica_hosts, tuple(inputs.initializers),
-                         infeed_loops, replicated, replicated[0][0], captured["spec"], host_call_outputs, dequeues)
+    return TPUTrainGraph(global_step=global_step, plan=plan, num_replicas=system.num_cores,
+                         replica_hosts=replica_hosts, initializers=tuple(inputs.initializers),
+                         infeed_loops=infeed_loops, replicated=replicated, spec=captured["spec"],
+                         outfeed_dequeues=dequeues, loss=replicated[0][0], host_call_outputs=host_call_outputs)
 
 
 @dataclasses.dataclass(frozen=True)
-class TPUEvalGraph:
+class TPUEvalGraph(_TPUGraph):
     """A built TPU evaluation graph (one session run = ``iterations`` eval steps on every core).
 
     Per step, on the host: ``loss`` and ``metrics`` are (value, update) pairs over the real rows of every
     replica (padding masked out); ``real_rows``: the step's real rows, 0 once every host's input has
-    ended (the stopping signal). ``outfeed_dequeues``: per replica, in replica order, its dequeue op.
+    ended (the stopping signal).
     """
 
-    global_step: Any
-    plan: BatchPlan
-    num_replicas: int
-    replica_hosts: Tuple[str, ...]
-    initializers: Tuple[Any, ...]
-    infeed_loops: Tuple[Any, ...]
-    replicated: Any
-    spec: Any
     loss: Any
     metrics: Dict[str, Any]
     real_rows: Any
-    outfeed_dequeues: Tuple[Any, ...]
 
 
 def build_tpu_eval_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
@@ -386,5 +388,7 @@ def build_tpu_eval_graph(est, input_fn, iterations: int, system: TPUSystem, job:
                     for t in metric_tensors]
             metrics = _check_metric_dict(call_with_tensors(spec.eval_metrics[0],
                                                            repacked(spec.eval_metrics[1], real)))
-    return TPUEvalGraph(global_step, plan, system.num_cores, replica_hosts, tuple(inputs.initializers), infeed_loops,
-                        replicated, spec, loss, metrics, rows, dequeues)
+    return TPUEvalGraph(global_step=global_step, plan=plan, num_replicas=system.num_cores,
+                        replica_hosts=replica_hosts, initializers=tuple(inputs.initializers),
+                        infeed_loops=infeed_loops, replicated=replicated, spec=spec, outfeed_dequeues=dequeues,
+                        loss=loss, metrics=metrics, real_rows=rows)
