@@ -233,3 +233,61 @@ def test_a_one_point_chart_shows_its_point_in_a_band_around_it():
     assert 0 <= chart["yRange"][0] < 2.3 < chart["yRange"][1]
     assert len(chart["yTicks"]) >= 3
     assert ink > 10  # the point is drawn: the chart is not empty
+
+
+# The module with a model whose handlers the test keeps: window.tpunbSend(msg) delivers a message
+# as the kernel would.
+RENDER_LIVE = """async ([source, snapshot]) => {
+  const url = URL.createObjectURL(new Blob([source], {type: "text/javascript"}));
+  const module = await import(url);
+  const handlers = {};
+  const model = {get: (name) => (name === "static_key" ? "k" : snapshot), on(name, f) { handlers[name] = f; },
+                 off() {}, send() {}};
+  const root = document.createElement("div");
+  root.style.width = "1100px";
+  document.body.appendChild(root);
+  module.default.render({model, el: root});
+  window.tpunbSend = (msg) => handlers["msg:custom"](msg);
+  await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 50)));
+}"""
+
+LOSS_RANGE = """() => {
+  const chart = document.querySelector(".tpunb-chart[data-chart='loss']");
+  return {x: chart.dataset.xRange.split(",").map(Number), points: chart.dataset.points};
+}"""
+
+
+def test_a_drag_zoom_survives_live_updates_until_a_double_click():
+    require_browser()
+    steps = list(range(20, 3001, 20))
+    snapshot = {"status": {"phase": "running"}, "series": {"loss": [steps, [1.0 / (1 + i) for i in range(len(steps))]]}}
+    with chromium_page(viewport=(1200, 900)) as page:
+        page.goto("about:blank")
+        page.evaluate(RENDER_LIVE, [_module(), snapshot])
+        over = page.locator(".tpunb-chart[data-chart='loss'] .u-over").bounding_box()
+        y = over["y"] + over["height"] / 2
+        page.mouse.move(over["x"] + over["width"] * 0.3, y)
+        page.mouse.down()
+        page.mouse.move(over["x"] + over["width"] * 0.5, y, steps=5)
+        page.mouse.up()
+        page.wait_for_timeout(100)
+        zoomed = page.evaluate(LOSS_RANGE)
+        assert 20 < zoomed["x"][0] < zoomed["x"][1] < 3000, zoomed
+
+        # Three more loops arrive: the window the user chose stays, the new points are in the data.
+        for start in (3020, 3220, 3420):
+            page.evaluate("(m) => window.tpunbSend(m)",
+                          {"type": "delta", "status": {"phase": "running"},
+                           "series": {"loss": [[start, start + 100], [0.01, 0.01]]}})
+            page.wait_for_timeout(60)
+        after = page.evaluate(LOSS_RANGE)
+        assert after["x"] == zoomed["x"] and after["points"] == str(len(steps) + 6), after
+
+        # A double-click goes back to the whole run, and later loops extend it again.
+        page.mouse.dblclick(over["x"] + over["width"] * 0.4, y)
+        page.wait_for_timeout(100)
+        assert page.evaluate(LOSS_RANGE)["x"] == [20, 3520]
+        page.evaluate("(m) => window.tpunbSend(m)",
+                      {"type": "delta", "status": {"phase": "running"}, "series": {"loss": [[3620], [0.01]]}})
+        page.wait_for_timeout(60)
+        assert page.evaluate(LOSS_RANGE)["x"] == [20, 3620]

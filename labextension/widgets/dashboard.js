@@ -358,6 +358,14 @@ function render({ model, el: root }) {
         node.dataset.points = names.map((n) => (series[n] ? series[n].s.length : 0)).join("|");
         node.dataset.firstStep = String(u.data[0].length ? u.data[0][0] : "");
       }],
+      // A drag-zoom narrows x inside the data: live updates then keep that window instead of snapping
+      // back to the whole run every loop; a double-click (uPlot's reset to the data's range) ends it.
+      setScale: [(u, key) => {
+        if (key !== "x") return;
+        const xs = u.data[0];
+        const n = xs.length;
+        node.dataset.zoomed = n > 1 && (u.scales.x.min > xs[0] || u.scales.x.max < xs[n - 1]) ? "1" : "";
+      }],
     };
     return new uPlot(opts, chartData(names), node);
   }
@@ -397,7 +405,9 @@ function render({ model, el: root }) {
         chart.plot = makePlot(chart.node, names, colors, described);
         chart.key = key;
       } else if (dirty) {
-        chart.plot.setData(chartData(names));
+        const zoomed = Boolean(chart.node.dataset.zoomed);
+        chart.plot.setData(chartData(names), !zoomed);
+        if (zoomed) chart.plot.redraw();  // uPlot draws nothing on its own when the scales are kept
       }
     }
     dirty = false;
