@@ -73,13 +73,19 @@ def test_num_shards_that_disagrees_with_the_simulation_is_refused(tmp_path):
         select_backend(est, "train")
 
 
-def test_a_tpu_address_is_resolved_then_refused_with_the_simulated_alternative(tmp_path, monkeypatch):
+def test_a_tpu_address_is_resolved_into_the_tpu_backend(tmp_path, monkeypatch):
     from tpu_nb.tpu_connection import TPUTopology
 
-    found = TPUTopology(master="grpc://10.0.0.2:8470", num_hosts=1, num_cores=8, num_cores_per_host=8,
+    found = TPUTopology(master="grpc://10.0.0.2:8470", num_hosts=2, num_cores=16, num_cores_per_host=8,
                         device_kinds=("CPU", "TPU", "TPU_SYSTEM"), tf_version="2.21.0", job_name="worker")
     monkeypatch.setattr("tpu_nb.tpu_connection.resolve_tpu", lambda address, timeout_secs: found)
     config = tpu_nb.RunConfig(model_dir=str(tmp_path), master="grpc://10.0.0.2:8470")
     est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16)
-    with pytest.raises(RuntimeError, match=r"cannot execute train\(\) on real TPU hardware yet.*SimulatedTPU\(8, 1\)"):
-        est.train(lambda params: None, steps=1)
+    for what in ("train", "evaluate"):
+        backend = select_backend(est, what)
+        assert backend.description == "TPU 16x2 (16 cores, 2 hosts) at grpc://10.0.0.2:8470"
+        assert backend.topology.host_device(1) == "/job:worker/replica:0/task:1/device:CPU:0"
+        setup = backend.session(None)
+        assert setup.target == "grpc://10.0.0.2:8470" and setup.config.isolate_session_state
+    with pytest.raises(NotImplementedError, match=r"predict\(\) on a real TPU is not supported yet"):
+        select_backend(est, "predict")

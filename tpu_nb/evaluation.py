@@ -148,8 +148,12 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
             scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session.config, master=session.target)
         all_hooks = hooks + list(built.spec.evaluation_hooks) + [final_hook]
         count = 0
-        with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
-            count = built.run(sess, steps)
+        backend.startup()  # a TPU system's initialisation; nothing elsewhere
+        try:
+            with tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks) as sess:
+                count = built.run(sess, steps)
+        finally:
+            backend.shutdown()
         if steps is not None and count < steps:
             _log.info("Evaluation input ended after %d of %d steps.", count, steps)
         results = {k: _to_python_scalar(v) for k, v in final_hook.final_ops_values.items() if k != _FLUSH}

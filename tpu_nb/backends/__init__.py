@@ -4,7 +4,8 @@
 ``one_device``     this machine's CPU or first GPU, no replicas
 ``simulated``      N simulated TPU shards on local CPUs/GPUs (``SimulatedTPU``)
 ``multi_worker``   one replica per worker process (``MultiWorker``, TF_CONFIG)
-``tpu``            a real TPU: resolved, not executable yet
+``tpu``            a real TPU through TF's TPU runtime: train/evaluate (predict refused for now);
+                   verified here on fake topologies and a fake chip, not yet on TPU hardware
 =================  ==========================================================
 
 ``select_backend`` is the one place that reads the RunConfig to choose.
@@ -51,7 +52,8 @@ def select_backend(est, what: str) -> Backend:
     elif cfg.cluster is not None or master:
         from . import tpu
 
-        tpu.connect(cfg.cluster if cfg.cluster is not None else master, cfg.tpu_config.connect_timeout_secs, what)
+        backend = tpu.connect(cfg.cluster if cfg.cluster is not None else master,
+                              cfg.tpu_config.connect_timeout_secs, what)
     else:
         raise RuntimeError(
             f"{what}() with use_tpu=True needs a TPU, but RunConfig names none (no cluster= or master=) "

@@ -18,9 +18,9 @@ Evaluation is built the same way, with each host's batches padded to full size a
 rows in the infeed; the loss, the mask and ``eval_metrics`` tensors leave through the outfeed and the
 host runs ``metric_fn`` on the real rows (a step without real rows is the stopping signal).
 
-This module only builds the graphs. The TPU backend (``tpu.py``) does not run it
-yet: building it needs no TPU (``tests/test_tpu_graphs.py`` fakes TensorFlow's
-TPU system query with 8x1 and 32x4 topologies); running it does.
+This module only builds the graphs; the TPU backend (``tpu.py``) runs them, with the host threads of
+``tpu_runtime.py`` beside each loop. Building needs no TPU (``tests/test_tpu_graphs.py`` fakes
+TensorFlow's TPU system query with 8x1 and 32x4 topologies); running needs one.
 """
 
 from __future__ import annotations
@@ -105,11 +105,13 @@ class TPUTrainGraph(_TPUGraph):
     """A built TPU training graph (one session run = ``iterations`` steps on every core).
 
     ``loss``: replica 0's loss after the loop; ``host_call_outputs``: what the host function returned
-    on the dequeued tensors (None without host_call).
+    on the dequeued tensors (None without host_call); ``host_call_values``: the dequeued tensors the host
+    function got, concatenated in replica order (one step's; None without host_call).
     """
 
     loss: Any
     host_call_outputs: Any
+    host_call_values: Any = None
 
 
 def _tpu_global_step():
@@ -277,11 +279,13 @@ def _layout(est, system, batch_size, mode, phase, job):
     return plan, assignment, replica_hosts
 
 
-def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
+def build_tpu_train_graph(est, input_fn, iterations, system: TPUSystem, job: Optional[str] = "worker"):
     """Builds, in the default graph, the TPU training graph of ``iterations`` steps per session run.
 
-    ``est``: a TPUEstimator (its model_fn, params, config, train_batch_size); ``system``: the TPU
-    (``query_tpu_system``, or a fake topology in tests); ``job``: the TPU workers' job name.
+    ``est``: a TPUEstimator (its model_fn, params, config, train_batch_size); ``iterations``: an int, or
+    the scalar int32 variable the TPU backend sets before each loop (read by the host enqueue loops and
+    the computation alike); ``system``: the TPU (``query_tpu_system``, or a fake topology in tests);
+    ``job``: the TPU workers' job name.
     Returns a ``TPUTrainGraph``. Raises for what the TPU path does not support (BROADCAST input,
     tensors instead of a Dataset, dynamic shapes).
     """
@@ -311,7 +315,7 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
         return training_loop.repeat(iterations, step, [tf.constant(0.0)])
 
     replicated = tpu.replicate(computation, inputs=[[]] * system.num_cores, device_assignment=assignment)
-    host_call_outputs, dequeues = None, ()
+    host_call_outputs, dequeues, joined = None, (), None
     if "outfeed" in captured:
         joined, dequeues = captured["outfeed"].host_side(assignment, replica_hosts)
         fn, structure = captured["spec"].host_call
@@ -320,7 +324,8 @@ def build_tpu_train_graph(est, input_fn, iterations: int, system: TPUSystem, job
     return TPUTrainGraph(global_step=global_step, plan=plan, num_replicas=system.num_cores,
                          replica_hosts=replica_hosts, initializers=tuple(inputs.initializers),
                          infeed_loops=infeed_loops, replicated=replicated, spec=captured["spec"],
-                         outfeed_dequeues=dequeues, loss=replicated[0][0], host_call_outputs=host_call_outputs)
+                         outfeed_dequeues=dequeues, loss=replicated[0][0], host_call_outputs=host_call_outputs,
+                         host_call_values=joined)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +342,7 @@ class TPUEvalGraph(_TPUGraph):
     real_rows: Any
 
 
-def build_tpu_eval_graph(est, input_fn, iterations: int, system: TPUSystem, job: Optional[str] = "worker"):
+def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Optional[str] = "worker"):
     """Builds, in the default graph, the TPU evaluation graph of ``iterations`` steps per session run.
 
     Each core's shard is padded to ``params['batch_size']`` rows with a mask of real rows; the loss, the
@@ -376,7 +381,7 @@ def build_tpu_eval_graph(est, input_fn, iterations: int, system: TPUSystem, job:
     (losses, masks, *metric_tensors), dequeues = outfeed.host_side(assignment, replica_hosts)
     spec = captured["spec"]
     with tf.device(replica_hosts[0]):
-        rows = tf.reduce_sum(tf.cast(masks, tf.int64))
+        rows = tf.reduce_sum(tf.cast(masks, tf.int64), name="real_rows")
         # A replica's loss is the mean over its shard; weight it by the shard's real rows.
         real_per_replica = tf.reduce_sum(tf.reshape(tf.cast(masks, tf.float32), [system.num_cores, -1]), axis=1)
         loss = tf.compat.v1.metrics.mean(losses, weights=real_per_replica, name="mean_loss")

@@ -1,0 +1,436 @@
+"""The TPU backend running train() and evaluate() end to end against a fake chip.
+
+No TPU is reachable here. TensorFlow's TPU system query answers with a fake topology (as in
+test_tpu_graphs.py), the TPU is "resolved" by a stand-in for ``resolve_tpu``, and every session TensorFlow
+opens (the training/evaluation MonitoredSession and the TPU system's own init/shutdown sessions) is a
+``FakeChip`` session: it records each run, simulates what the TPU runtime does with the ops it is asked
+to run (initialize/shutdown the system, the host enqueue loops, the replicated computation waiting for
+every host's infeed, the outfeed dequeues waiting for computed steps, checkpoint save/restore as real
+files holding the global step), and answers everything else with zeros.
+
+What this checks is the orchestration around the graph (order of system init, loops, threads, shutdown,
+errors, interrupts); what the chip computes is not checked here (only hardware can).
+"""
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import types
+from unittest import mock
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.client import session as client_session
+from tensorflow.python.training import session_manager
+
+import tpu_nb
+from tpu_nb import events
+from model_zoo import eval_input_fn, train_input_fn
+from test_tpu_graphs import PER_SHARD, _model_fn, fake_tpu
+from tpu_nb.backends import select_backend
+from tpu_nb.backends import tpu_runtime
+from tpu_nb.graph_walk import upstream_ops
+from tpu_nb.tpu_connection import TPUConnectionError, TPUTopology
+
+MASTER = "grpc://10.0.0.2:8470"
+WAIT_SECS = 20.0  # a fake wait longer than this is a hang in the code under test
+
+
+class FakeChipError(tf.errors.InvalidArgumentError):
+    def __init__(self, message):
+        super().__init__(None, None, message)
+
+
+class FakeChip:
+    """Stands in for a TPU worker: sessions on it record their runs and simulate the TPU runtime's ops."""
+
+    def __init__(self, hosts, eval_rows=None, fail_infeed_at=None, fail_outfeed_at=None, loss=0.25):
+        self.hosts = hosts
+        self.eval_rows = list(eval_rows or [])  # real rows of each evaluation step, in order; 0 afterwards
+        self.fail_infeed_at = fail_infeed_at  # (host index, step of the run's first loop)
+        self.fail_outfeed_at = fail_outfeed_at  # step within the first loop
+        self.loss = loss
+        self.calls = []
+        self.cond = threading.Condition()
+        self.step = 0
+        self.iterations = 0
+        self.loops = 0
+        self.infed = {}
+        self.computed = 0
+        self.dequeued = 0
+        self.eval_steps_dequeued = 0
+        self.sessions = []
+        self._upstream = {}
+
+    def session(self, target="", graph=None, config=None):
+        sess = FakeSession(self, target, graph if graph is not None else tf.compat.v1.get_default_graph(), config)
+        self.sessions.append(sess)
+        return sess
+
+    def record(self, *call):
+        with self.cond:
+            self.calls.append(call)
+
+    def kinds(self):
+        return [c[0] for c in self.calls]
+
+    # -- what the runtime does -------------------------------------------------
+    def wait(self, sess, ready, what):
+        deadline = time.monotonic() + WAIT_SECS
+        while not ready():
+            if sess.closed:
+                raise tf.errors.CancelledError(None, None, f"Run call was cancelled ({what}: session closed)")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake chip: {what} waited {WAIT_SECS} s")
+            self.cond.wait(0.01)
+
+    def enqueue_loop(self, sess, host):
+        for i in range(self.iterations):
+            time.sleep(0.001)
+            if self.fail_infeed_at == (host, i) and self.loops == 0:
+                self.record("infeed_error", host, i)
+                raise FakeChipError(f"fake infeed failure on host {host} at step {i}")
+            with self.cond:
+                if sess.closed:
+                    raise tf.errors.CancelledError(None, None, "enqueue cancelled")
+                self.infed[host] = self.infed.get(host, 0) + 1
+                self.calls.append(("enqueue", host, i))
+                self.cond.notify_all()
+
+    def compute(self, sess, train):
+        with self.cond:
+            self.calls.append(("loop", self.iterations))
+            for i in range(self.iterations):
+                self.wait(sess, lambda: len(self.infed) == self.hosts and min(self.infed.values()) > i,
+                          f"step {i} for infeed")
+                if train:
+                    self.step += 1
+                self.computed += 1
+                self.cond.notify_all()
+            self.loops += 1
+
+    def dequeue(self, sess):
+        with self.cond:
+            i = self.dequeued
+            self.wait(sess, lambda: self.computed > i, f"outfeed of step {i}")
+            if self.fail_outfeed_at == i and self.loops <= 1:
+                self.calls.append(("outfeed_error", i))
+                raise FakeChipError(f"fake host_call failure at step {i}")
+            self.dequeued += 1
+            self.calls.append(("dequeue", i))
+            return i
+
+    def upstream_types(self, element):
+        key = element.name
+        if key not in self._upstream:
+            self._upstream[key] = {op.type for op in upstream_ops(element)}
+        return self._upstream[key]
+
+
+def _write_checkpoint(path, step):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.Variable(np.int64(step), name="global_step")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=graph) as sess:  # the real class: not the patched attribute
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, path, write_meta_graph=False, write_state=False)
+
+
+class FakeSession(client_session.SessionInterface):
+    def __init__(self, chip, target, graph, config):
+        self.chip, self.target, self._graph, self.config = chip, target, graph, config
+        self.closed = False
+        chip.record("session", target)
+
+    graph = property(lambda self: self._graph)
+    sess_str = property(lambda self: self.target)
+
+    def close(self):
+        with self.chip.cond:
+            self.closed = True
+            self.chip.cond.notify_all()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def list_devices(self):
+        return []
+
+    def make_callable(self, fetches, *args, **kwargs):
+        return lambda *feeds: self.run(fetches)
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        if self.closed:
+            raise RuntimeError("Attempted to use a closed Session.")
+        chip, graph = self.chip, self._graph
+        feeds = {graph.as_graph_element(k) if isinstance(k, str) else k: v for k, v in (feed_dict or {}).items()}
+        flat = []
+
+        def collect(f):
+            if isinstance(f, dict):
+                return {k: collect(v) for k, v in f.items()}
+            if isinstance(f, (list, tuple)):
+                items = [collect(v) for v in f]
+                return type(f)(*items) if hasattr(f, "_fields") else type(f)(items)
+            if f is None:
+                return None
+            element = graph.as_graph_element(f)
+            flat.append(element)
+            return element
+
+        structure = collect(fetches)
+        ops = [e.op if isinstance(e, tf.Tensor) else e for e in flat]
+        names = [op.name for op in ops]
+        types = {op.type for op in ops}
+        context = {}
+        if "ConfigureDistributedTPU" in types:
+            chip.record("initialize", self.target)
+        if "ShutdownDistributedTPU" in types:
+            chip.record("shutdown", self.target)
+        saving = [v for k, v in feeds.items() if k.op.name.split("/")[0].startswith("save")]
+        if any(n.startswith("tpu_nb/AssignVariableOp") for n in names):
+            with chip.cond:
+                chip.iterations = int(next(iter(feeds.values())))
+                chip.infed, chip.computed, chip.dequeued = {}, 0, 0
+        for op in ops:
+            if "infeed_loop" in op.name:  # a host's enqueue loop, placed on that host (its task)
+                chip.enqueue_loop(self, tf.DeviceSpec.from_string(op.device).task)
+        if any(n.startswith(("tpu_loop/", "tpu_eval_loop/steps_ran")) for n in names):
+            chip.compute(self, train=any(n.startswith("tpu_loop/") for n in names))
+        if not any(n.startswith(("tpu_loop/", "tpu_eval_loop/")) for n in names) and any(
+                "OutfeedDequeueTuple" in chip.upstream_types(e) for e in flat):
+            context["outfeed_step"] = chip.dequeue(self)
+        if saving:
+            path = tf.compat.as_str(saving[0])
+            if any(n.endswith("restore_all") for n in names):
+                chip.step = int(tf.train.load_variable(path, "global_step"))
+                chip.record("restore", chip.step)
+            else:
+                _write_checkpoint(path, chip.step)
+                chip.record("save", chip.step)
+                context["save_path"] = path
+        return self._values(structure, context)
+
+    def _values(self, structure, context):
+        chip = self.chip
+        if isinstance(structure, dict):
+            return {k: self._values(v, context) for k, v in structure.items()}
+        if isinstance(structure, (list, tuple)):
+            items = [self._values(v, context) for v in structure]
+            return type(structure)(*items) if hasattr(structure, "_fields") else type(structure)(items)
+        if structure is None or isinstance(structure, tf.Operation):
+            return None
+        t = structure
+        name = t.op.name
+        if name in ("tpu_loop/steps_ran", "tpu_eval_loop/steps_ran"):
+            return np.int32(chip.iterations)
+        if name == "tpu_loop/last_loss":
+            return np.float32(chip.loss)
+        if name == "tpu_loop/bad_step":
+            return np.int64(-1 if np.isfinite(chip.loss) else chip.step)
+        if name == "tpu_loop/global_step_after" or (name.startswith("global_step") and t.dtype == tf.int64):
+            return np.int64(chip.step)
+        if name.endswith("real_rows"):
+            with chip.cond:
+                i = chip.eval_steps_dequeued
+                chip.eval_steps_dequeued += 1
+            return np.int64(chip.eval_rows[i] if i < len(chip.eval_rows) else 0)
+        if "save_path" in context and t.dtype == tf.string:
+            return tf.compat.as_bytes(context["save_path"])
+        if t.dtype == tf.string:
+            if t.shape.rank == 0:
+                return b""
+            return np.array([], dtype=object)  # report_uninitialized_variables: everything is ready
+        shape = [d if d is not None else 0 for d in t.shape.as_list()] if t.shape.rank is not None else []
+        return np.zeros(shape, t.dtype.as_numpy_dtype)
+
+
+@contextlib.contextmanager
+def fake_tpu_worker(cores, hosts, **chip_kwargs):
+    """A resolved TPU at MASTER with a fake topology, every session on a FakeChip; yields the chip."""
+    found = TPUTopology(master=MASTER, num_hosts=hosts, num_cores=cores, num_cores_per_host=cores // hosts,
+                        device_kinds=("CPU", "TPU", "TPU_SYSTEM"), tf_version=tf.__version__, job_name="worker")
+    chip = FakeChip(hosts, **chip_kwargs)
+    with fake_tpu(cores, hosts), \
+            mock.patch("tpu_nb.tpu_connection.resolve_tpu", lambda address, timeout_secs: found), \
+            mock.patch.object(session_manager, "session", types.SimpleNamespace(Session=chip.session)), \
+            mock.patch.object(tpu_runtime, "new_session", lambda target, config=None, graph=None: chip.session(
+                target, graph, config)), \
+            mock.patch.object(tpu_runtime, "ERROR_GRACE_SECS", 0.2):
+        yield chip
+
+
+def _estimator(tmp_path, cores, iterations_per_loop=3, fn=None):
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=MASTER,
+                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=iterations_per_loop))
+    return tpu_nb.TPUEstimator(fn or _model_fn(), config=config, train_batch_size=PER_SHARD * cores,
+                               eval_batch_size=PER_SHARD * cores)
+
+
+def _loops(calls):
+    """The calls between each ('loop', k) and the next, as (k, calls) pairs."""
+    out = []
+    for call in calls:
+        if call[0] == "loop":
+            out.append((call[1], []))
+        elif out:
+            out[-1][1].append(call)
+    return out
+
+
+@pytest.mark.parametrize("cores,hosts", [(8, 1), (32, 4)])
+def test_train_runs_iterations_per_loop_steps_per_session_run_with_host_threads(tmp_path, cores, hosts):
+    batches = []
+    with fake_tpu_worker(cores, hosts) as chip, events.subscribed(
+            lambda e: batches.append(e) if isinstance(e, events.HostCallBatch) else None):
+        backend = select_backend(_estimator(tmp_path, cores), "train")
+        assert backend.description == f"TPU {cores}x{hosts} ({cores} cores, {hosts} host{'s' if hosts > 1 else ''}) " \
+                                      f"at {MASTER}"
+        _estimator(tmp_path, cores).train(train_input_fn, steps=7)
+    # Each loop's host_call values reach the host (and the dashboards' events) with their global steps.
+    assert [list(b.global_steps) for b in batches] == [[1, 2, 3], [4, 5, 6], [7]]
+    assert batches[0].values["labels"].shape == (3, PER_SHARD * cores)  # every replica's rows, concatenated
+    kinds = chip.kinds()
+    # The system is initialised in its own session before the first loop and shut down after the last.
+    assert kinds.index("initialize") < kinds.index("loop")
+    assert kinds[-1] == "shutdown" and kinds.count("initialize") == kinds.count("shutdown") == 1
+    assert [c for c in chip.calls if c[0] in ("initialize", "shutdown")] == [("initialize", MASTER),
+                                                                             ("shutdown", MASTER)]
+    # The training session runs against the TPU's master, with isolated session state.
+    training = [s for s in chip.sessions if any(c for c in chip.calls if c[0] == "loop")]
+    assert {s.target for s in chip.sessions} == {MASTER}
+    assert any(s.config is not None and s.config.isolate_session_state for s in training)
+    # 7 steps at 3 per loop: loops of 3, 3 and 1 steps, each one session run of the TPU computation.
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [3, 3, 1]
+    enqueues = [c for c in chip.calls if c[0] == "enqueue"]
+    for host in range(hosts):  # one infeed thread per host: `iterations` enqueues of its shards per loop
+        assert [i for _, h, i in enqueues if h == host] == [0, 1, 2, 0, 1, 2, 0]
+    # The outfeed thread dequeues host_call values once per step, after the step was computed.
+    assert kinds.count("dequeue") == 7
+    for k, during in _loops(chip.calls):
+        assert sum(c[0] == "dequeue" for c in during) <= k
+    assert tf.train.load_variable(str(tmp_path), "global_step") == 7
+    assert ("save", 7) in chip.calls
+
+
+def test_training_resumes_from_the_checkpoint(tmp_path):
+    with fake_tpu_worker(8, 1) as chip:
+        _estimator(tmp_path, 8).train(train_input_fn, steps=3)
+    with fake_tpu_worker(8, 1) as chip:
+        _estimator(tmp_path, 8).train(train_input_fn, max_steps=5)
+    assert ("restore", 3) in chip.calls
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [2]
+    assert tf.train.load_variable(str(tmp_path), "global_step") == 5
+
+
+def test_an_infeed_thread_error_ends_the_run_with_that_error(tmp_path):
+    with fake_tpu_worker(32, 4, fail_infeed_at=(2, 1)) as chip:
+        est = _estimator(tmp_path, 32)
+        start = time.monotonic()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake infeed failure on host 2 at step 1"):
+            est.train(train_input_fn, steps=6)
+        elapsed = time.monotonic() - start
+    # Not a hang: the computation waiting for host 2's infeed was cancelled by closing the session.
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert chip.kinds()[-1] == "shutdown"
+    assert "initialize" in chip.kinds()
+
+
+def test_an_outfeed_thread_error_ends_the_run_with_that_error(tmp_path):
+    with fake_tpu_worker(8, 1, fail_outfeed_at=1) as chip:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake host_call failure at step 1"):
+            _estimator(tmp_path, 8).train(train_input_fn, steps=6)
+    assert chip.kinds()[-1] == "shutdown"
+
+
+def test_ctrl_c_stops_at_a_loop_boundary_with_a_checkpoint(tmp_path):
+    class InterruptAfterFirstLoop(tf.compat.v1.train.SessionRunHook):
+        def __init__(self):
+            self.runs = 0
+
+        def after_run(self, run_context, run_values):
+            self.runs += 1
+            if self.runs == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with fake_tpu_worker(8, 1) as chip:
+        with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
+            _estimator(tmp_path, 8).train(train_input_fn, steps=30, hooks=[InterruptAfterFirstLoop()])
+    # The loop in flight when Ctrl-C came finished; the next one never started.
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [3]
+    assert tf.train.load_variable(str(tmp_path), "global_step") == 3
+    assert chip.kinds()[-1] == "shutdown"
+
+
+def test_evaluate_runs_loops_until_a_step_without_real_rows(tmp_path):
+    # 3 steps with real rows (the last one short), then the stopping signal in the second loop.
+    with fake_tpu_worker(8, 1, eval_rows=[32, 32, 5]) as chip:
+        results = _estimator(tmp_path, 8).evaluate(eval_input_fn)
+    kinds = chip.kinds()
+    assert kinds.index("initialize") < kinds.index("loop") and kinds[-1] == "shutdown"
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [3, 3]
+    assert [i for _, h, i in (c for c in chip.calls if c[0] == "enqueue")] == [0, 1, 2, 0, 1, 2]
+    # Every step's eval_metrics come out through the outfeed, the stopping loop's too (not left queued).
+    assert kinds.count("dequeue") == 6
+    assert set(results) == {"loss", "accuracy", "global_step"}
+
+
+def test_evaluate_with_steps_runs_one_loop_of_that_many_steps(tmp_path):
+    with fake_tpu_worker(8, 1, eval_rows=[32] * 10) as chip:
+        _estimator(tmp_path, 8).evaluate(eval_input_fn, steps=5)
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [5]
+    assert chip.kinds().count("dequeue") == 5
+
+
+def test_predict_is_refused_before_any_work(tmp_path):
+    def no_connection(address, timeout_secs):
+        raise AssertionError("predict() must not contact the TPU")
+
+    est = _estimator(tmp_path, 8)
+    with mock.patch("tpu_nb.tpu_connection.resolve_tpu", no_connection):
+        with pytest.raises(NotImplementedError, match=r"predict\(\) on a real TPU is not supported yet; run it with "
+                                                      "use_tpu=False or on simulated shards"):
+            est.predict(lambda params: None)
+
+
+def test_tpu_embedding_ops_in_model_fn_are_refused(tmp_path):
+    from tpu_nb.backends.tpu import TPUNotSupportedError, _refuse_tpu_embedding
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.raw_ops.TPUEmbeddingActivations(embedding_variable=tf.zeros([2, 2]), sliced_activations=tf.zeros([2, 2]),
+                                           table_id=0, lookup_id=0)
+    with pytest.raises(TPUNotSupportedError, match="TPU embedding ops .*TPUEmbeddingActivations"):
+        _refuse_tpu_embedding(graph)
+
+
+def test_model_parallelism_is_refused(tmp_path):
+    with pytest.raises(Exception, match="model parallelism"):
+        tpu_nb.TPUEstimator(_model_fn(), config=tpu_nb.RunConfig(
+            model_dir=str(tmp_path), master=MASTER, tpu_config=tpu_nb.TPUConfig(num_cores_per_replica=2)),
+            train_batch_size=64)
+
+
+def test_a_dead_tpu_address_still_fails_within_the_timeout_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"grpc://127.0.0.1:{port}"
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=address,
+                              tpu_config=tpu_nb.TPUConfig(connect_timeout_secs=5))
+    est = tpu_nb.TPUEstimator(_model_fn(), config=config, train_batch_size=32)
+    start = time.monotonic()
+    with pytest.raises(TPUConnectionError, match=address):
+        est.train(train_input_fn, steps=1)
+    assert time.monotonic() - start < 5
