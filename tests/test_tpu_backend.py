@@ -49,8 +49,11 @@ class FakeChipError(tf.errors.InvalidArgumentError):
 class FakeChip:
     """Stands in for a TPU worker: sessions on it record their runs and simulate the TPU runtime's ops."""
 
-    def __init__(self, hosts, eval_rows=None, fail_infeed_at=None, fail_outfeed_at=None, loss=0.25):
+    def __init__(self, hosts, eval_rows=None, fail_infeed_at=None, fail_outfeed_at=None, fail_compute=False,
+                 loss=0.25, infeed_capacity=2):
         self.hosts = hosts
+        self.fail_compute = fail_compute  # the computation fails at once (a compile error, a lost core)
+        self.infeed_capacity = infeed_capacity  # steps a host's enqueues may run ahead of the computation
         self.eval_rows = list(eval_rows or [])  # real rows of each evaluation step, in order; 0 afterwards
         self.fail_infeed_at = fail_infeed_at  # (host index, step of the run's first loop)
         self.fail_outfeed_at = fail_outfeed_at  # step within the first loop
@@ -96,8 +99,9 @@ class FakeChip:
                 self.record("infeed_error", host, i)
                 raise FakeChipError(f"fake infeed failure on host {host} at step {i}")
             with self.cond:
-                if sess.closed:
-                    raise tf.errors.CancelledError(None, None, "enqueue cancelled")
+                # As a real infeed: an enqueue waits while the host's buffer is full.
+                self.wait(sess, lambda: self.infed.get(host, 0) - self.computed < self.infeed_capacity,
+                          f"room in host {host}'s infeed")
                 self.infed[host] = self.infed.get(host, 0) + 1
                 self.calls.append(("enqueue", host, i))
                 self.cond.notify_all()
@@ -105,6 +109,8 @@ class FakeChip:
     def compute(self, sess, train):
         with self.cond:
             self.calls.append(("loop", self.iterations))
+            if self.fail_compute:
+                raise FakeChipError("fake TPU computation failure")
             for i in range(self.iterations):
                 self.wait(sess, lambda: len(self.infed) == self.hosts and min(self.infed.values()) > i,
                           f"step {i} for infeed")
@@ -352,6 +358,18 @@ def test_an_outfeed_thread_error_ends_the_run_with_that_error(tmp_path):
     assert chip.kinds()[-1] == "shutdown"
 
 
+def test_a_failed_computation_ends_the_run_with_its_error_and_releases_the_infeed_threads(tmp_path):
+    with fake_tpu_worker(32, 4, fail_compute=True, infeed_capacity=1) as chip:
+        start = time.monotonic()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake TPU computation failure"):
+            _estimator(tmp_path, 32, iterations_per_loop=5).train(train_input_fn, steps=5)
+        elapsed = time.monotonic() - start
+    # Each host's thread was waiting for room in its infeed; closing the session cancelled it.
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert sorted(h for c, h, i in (c for c in chip.calls if c[0] == "enqueue")) == [0, 1, 2, 3]
+    assert chip.kinds()[-1] == "shutdown"
+
+
 def test_ctrl_c_stops_at_a_loop_boundary_with_a_checkpoint(tmp_path):
     class InterruptAfterFirstLoop(tf.compat.v1.train.SessionRunHook):
         def __init__(self):
@@ -434,3 +452,10 @@ def test_a_dead_tpu_address_still_fails_within_the_timeout_naming_it(tmp_path):
     with pytest.raises(TPUConnectionError, match=address):
         est.train(train_input_fn, steps=1)
     assert time.monotonic() - start < 5
+
+
+def test_an_eval_metrics_error_in_the_outfeed_thread_ends_evaluate_with_that_error(tmp_path):
+    with fake_tpu_worker(8, 1, eval_rows=[32] * 10, fail_outfeed_at=1) as chip:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake host_call failure at step 1"):
+            _estimator(tmp_path, 8).evaluate(eval_input_fn)
+    assert chip.kinds()[-1] == "shutdown"
