@@ -459,3 +459,103 @@ def test_an_eval_metrics_error_in_the_outfeed_thread_ends_evaluate_with_that_err
         with pytest.raises(tf.errors.InvalidArgumentError, match="fake host_call failure at step 1"):
             _estimator(tmp_path, 8).evaluate(eval_input_fn)
     assert chip.kinds()[-1] == "shutdown"
+
+
+# --------------------------------------------------------------------------- the host threads on real sessions
+#
+# The fake chip above decides itself what a closed session does to a blocked run. Here the same
+# LoopThreads run against real TensorFlow sessions (in process, and over gRPC as a TPU's master is
+# reached), with host queues standing in for the chip's infeed and outfeed buffers.
+
+
+def _stand_in_loop(fail_infeed_at=None, fail_computation=False):
+    """(graph, driver parts, computation fetches, outfeed value): a host loop feeding a loop that feeds the host."""
+    graph = tf.Graph()
+    with graph.as_default():
+        feed = tf.compat.v1.placeholder(tf.int32, [], name="iterations")
+        iterations = tf.compat.v1.get_variable("iterations_per_loop", [], tf.int32, use_resource=True,
+                                               initializer=tf.compat.v1.zeros_initializer(),
+                                               collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
+        assign = iterations.assign(feed, read_value=False)
+        infeed = tf.queue.FIFOQueue(1, [tf.int32], shapes=[[]], name="stand_in_infeed")
+        outfeed = tf.queue.FIFOQueue(1, [tf.int32], shapes=[[]], name="stand_in_outfeed")
+
+        def enqueue(i):
+            checks = [tf.debugging.assert_none_equal(i, fail_infeed_at, message="input pipeline failed")] \
+                if fail_infeed_at is not None else []
+            with tf.control_dependencies(checks):
+                with tf.control_dependencies([infeed.enqueue(i * 10)]):
+                    return i + 1
+
+        host_loop = tf.while_loop(lambda i: i < iterations.read_value(), enqueue, [tf.constant(0)])
+
+        def step(i, total):
+            x = infeed.dequeue()
+            checks = [tf.debugging.assert_equal(i, -1, message="computation failed")] if fail_computation else []
+            with tf.control_dependencies(checks + [outfeed.enqueue(x + 1)]):
+                return i + 1, total + x
+
+        ran, total = tf.while_loop(lambda i, t: i < iterations.read_value(), step, [0, 0])
+        init = tf.compat.v1.local_variables_initializer()
+        outfeed_value = outfeed.dequeue()
+    return graph, init, (host_loop, assign, feed), (ran, total), outfeed_value
+
+
+@pytest.fixture(params=["in_process", "grpc"])
+def real_target(request):
+    if request.param == "in_process":
+        return ""
+    return tf.distribute.Server.create_local_server().target
+
+
+def _driver(parts, outfeed_value, taken):
+    host_loop, assign, feed = parts
+    return tpu_runtime.TPUHostDriver([("/job:localhost/task:0/device:CPU:0", host_loop)], assign, feed,
+                                     tpu_runtime.TPUOutfeed(lambda i: outfeed_value,
+                                                            lambda i, value: taken.append(int(value))),
+                                     error_grace_secs=0.2)
+
+
+def test_host_threads_feed_and_drain_a_loop_on_a_real_session(real_target):
+    from tpu_nb.host_infeed import feeding
+
+    graph, init, parts, computation, outfeed_value = _stand_in_loop()
+    taken = []
+    driver = _driver(parts, outfeed_value, taken)
+    with tf.compat.v1.Session(real_target, graph=graph) as sess:
+        sess.run(init)
+        for k in (3, 5):
+            with feeding(driver, sess, k) as feed:
+                ran, total = sess.run(computation)
+                feed.ran = int(ran)
+            assert ran == k and total == sum(10 * i for i in range(k))
+    assert taken == [1, 11, 21, 1, 11, 21, 31, 41]  # every step's value, in step order
+
+
+def test_a_host_thread_error_cancels_the_blocked_loop_on_a_real_session(real_target):
+    from tpu_nb.host_infeed import feeding
+
+    graph, init, parts, computation, outfeed_value = _stand_in_loop(fail_infeed_at=2)
+    driver = _driver(parts, outfeed_value, [])
+    sess = tf.compat.v1.Session(real_target, graph=graph)
+    sess.run(init)
+    start = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input pipeline failed"):
+        with feeding(driver, sess, 5) as feed:
+            feed.ran = int(sess.run(computation)[0])  # waits for step 2's input, until the session is closed
+    assert time.monotonic() - start < 10
+
+
+def test_a_failed_loop_releases_host_threads_waiting_on_a_real_session(real_target):
+    from tpu_nb.host_infeed import feeding
+
+    graph, init, parts, computation, outfeed_value = _stand_in_loop(fail_computation=True)
+    driver = _driver(parts, outfeed_value, [])
+    sess = tf.compat.v1.Session(real_target, graph=graph)
+    sess.run(init)
+    start = time.monotonic()
+    # The computation's own error, not the cancellation of the host threads it leaves waiting.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="computation failed"):
+        with feeding(driver, sess, 5) as feed:
+            feed.ran = int(sess.run(computation)[0])
+    assert time.monotonic() - start < 10
