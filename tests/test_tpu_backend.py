@@ -68,6 +68,7 @@ class FakeChip:
         self.dequeued = 0
         self.eval_steps_dequeued = 0
         self.sessions = []
+        self.system_devices = []  # where the TPU system's initialize and shutdown ops were placed
         self._upstream = {}
 
     def session(self, target="", graph=None, config=None):
@@ -198,6 +199,9 @@ class FakeSession(client_session.SessionInterface):
         names = [op.name for op in ops]
         types = {op.type for op in ops}
         context = {}
+        for op in ops:
+            if op.type in ("ConfigureDistributedTPU", "ShutdownDistributedTPU"):
+                chip.system_devices.append(op.device)
         if "ConfigureDistributedTPU" in types:
             chip.record("initialize", self.target)
         if "ShutdownDistributedTPU" in types:
@@ -275,9 +279,9 @@ def fake_tpu_worker(cores, hosts, **chip_kwargs):
         yield chip
 
 
-def _estimator(tmp_path, cores, iterations_per_loop=3, fn=None):
+def _estimator(tmp_path, cores, iterations_per_loop=3, fn=None, **tpu_config):
     config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=MASTER,
-                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=iterations_per_loop))
+                              tpu_config=tpu_nb.TPUConfig(iterations_per_loop=iterations_per_loop, **tpu_config))
     return tpu_nb.TPUEstimator(fn or _model_fn(), config=config, train_batch_size=PER_SHARD * cores,
                                eval_batch_size=PER_SHARD * cores)
 
@@ -311,6 +315,7 @@ def test_train_runs_iterations_per_loop_steps_per_session_run_with_host_threads(
     assert kinds[-1] == "shutdown" and kinds.count("initialize") == kinds.count("shutdown") == 1
     assert [c for c in chip.calls if c[0] in ("initialize", "shutdown")] == [("initialize", MASTER),
                                                                              ("shutdown", MASTER)]
+    assert chip.system_devices == ["/job:worker/device:TPU_SYSTEM:0"] * 2  # on the TPU job
     # The training session runs against the TPU's master, with isolated session state.
     training = [s for s in chip.sessions if any(c for c in chip.calls if c[0] == "loop")]
     assert {s.target for s in chip.sessions} == {MASTER}
@@ -407,6 +412,24 @@ def test_evaluate_with_steps_runs_one_loop_of_that_many_steps(tmp_path):
         _estimator(tmp_path, 8).evaluate(eval_input_fn, steps=5)
     assert [c[1] for c in chip.calls if c[0] == "loop"] == [5]
     assert chip.kinds().count("dequeue") == 5
+
+
+def test_tpu_job_name_and_initial_infeed_sleep_are_honoured(tmp_path):
+    with fake_tpu_worker(8, 1) as chip:
+        est = _estimator(tmp_path, 8, tpu_job_name="tpu_worker", initial_infeed_sleep_secs=0.5)
+        assert select_backend(est, "train").topology.host_device(0) == "/job:tpu_worker/replica:0/task:0/device:CPU:0"
+        start = time.monotonic()
+        est.train(train_input_fn, steps=2)
+        assert time.monotonic() - start >= 0.5
+    assert chip.system_devices == ["/job:tpu_worker/device:TPU_SYSTEM:0"] * 2
+
+
+def test_host_call_every_n_steps_is_refused_rather_than_ignored(tmp_path):
+    from tpu_nb.backends.tpu import TPUNotSupportedError
+
+    with fake_tpu_worker(8, 1):
+        with pytest.raises(TPUNotSupportedError, match="experimental_host_call_every_n_steps=2"):
+            _estimator(tmp_path, 8, experimental_host_call_every_n_steps=2).train(train_input_fn, steps=2)
 
 
 def test_predict_is_refused_before_any_work(tmp_path):

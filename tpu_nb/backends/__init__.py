@@ -53,7 +53,7 @@ def select_backend(est, what: str) -> Backend:
         from . import tpu
 
         backend = tpu.connect(cfg.cluster if cfg.cluster is not None else master,
-                              cfg.tpu_config.connect_timeout_secs, what)
+                              cfg.tpu_config.connect_timeout_secs, what, job_name=cfg.tpu_config.tpu_job_name)
     else:
         raise RuntimeError(
             f"{what}() with use_tpu=True needs a TPU, but RunConfig names none (no cluster= or master=) "

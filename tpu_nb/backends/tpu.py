@@ -39,10 +39,11 @@ def refuse_predict():
     return TPUNotSupportedError(PREDICT_REFUSAL)
 
 
-def connect(address, timeout_secs, what) -> "TPU":
+def connect(address, timeout_secs, what, job_name: Optional[str] = None) -> "TPU":
     """Resolves the TPU at ``address`` (an address, 'local', or a TPUClusterResolver) into the TPU backend.
 
     ``what`` is 'train', 'evaluate' or 'predict'; predict is refused before the TPU is contacted.
+    ``job_name``: TPUConfig.tpu_job_name, the TPU workers' job when it is not the one the TPU reports.
     """
     if what == "predict":
         raise refuse_predict()
@@ -50,7 +51,7 @@ def connect(address, timeout_secs, what) -> "TPU":
 
     # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
     found = resolve_tpu(address, timeout_secs=timeout_secs)
-    return TPU(found, cluster_def=_cluster_def(address))
+    return TPU(found, cluster_def=_cluster_def(address), job_name=job_name)
 
 
 def _cluster_def(address):
@@ -79,12 +80,13 @@ def _topology(found, job):
 class TPU(Backend):
     """A resolved TPU system: ``found`` is ``tpu_connection.TPUTopology``; ``cluster_def`` the pod's, or None."""
 
-    def __init__(self, found, cluster_def=None, error_grace_secs: Optional[float] = None):
+    def __init__(self, found, cluster_def=None, error_grace_secs: Optional[float] = None,
+                 job_name: Optional[str] = None):
         self.found = found
         self.master = found.master
         self.cluster_def = cluster_def
         # A TPU VM's own chips ('' master) belong to the local job; a remote TPU's to its worker job.
-        self.job = (found.job_name or "worker") if found.master else None
+        self.job = job_name or ((found.job_name or "worker") if found.master else None)
         self.error_grace_secs = error_grace_secs
         self.system_topology: Optional[bytes] = None  # what initialize_system answered, once started
         self._system = None
@@ -155,13 +157,19 @@ class TPU(Backend):
             # The loop cannot stop early on a TPU: a non-finite loss is found at its end, as the original's.
             bad_step = tf.where(tf.math.is_finite(loss), tf.constant(-1, tf.int64), step_after, name="bad_step")
         host_call, outfeed = None, None
+        every_n = est.config.tpu_config.experimental_host_call_every_n_steps
+        if built.host_call_outputs is not None and every_n != 1:
+            raise TPUNotSupportedError(
+                f"TPUConfig(experimental_host_call_every_n_steps={every_n}) is not supported on the TPU backend "
+                "yet: host_call runs on every step here. Drop the setting, or thin the host_call's work yourself.")
         if built.host_call_outputs is not None:
             fn, structure = built.spec.host_call
             host_call = TPUHostCall(_names_for(fn, structure), built.host_call_outputs, built.host_call_values,
                                     built.global_step)
             outfeed = TPUOutfeed(host_call.fetches, host_call.consume)
         driver = TPUHostDriver(tuple(zip(dict.fromkeys(built.replica_hosts), built.infeed_loops)), assign, feed,
-                               outfeed, self.error_grace_secs)
+                               outfeed, self.error_grace_secs,
+                               initial_sleep_secs=est.config.tpu_config.initial_infeed_sleep_secs)
         plan = built.plan
         layout = (f"{plan.input_mode.name}: input_fn x{plan.input_fn_calls} with batch {plan.input_fn_batch}, "
                   f"model_fn batch {plan.model_fn_batch}, one TPU computation over {built.num_replicas} cores")
@@ -188,7 +196,7 @@ class TPU(Backend):
         updates = [built.loss[1]] + [pair[1] for pair in built.metrics.values()]
         loop = _TPUEvalLoop(
             TPUHostDriver(tuple(zip(dict.fromkeys(built.replica_hosts), built.infeed_loops)), assign, feed, None,
-                          self.error_grace_secs),
+                          self.error_grace_secs, initial_sleep_secs=est.config.tpu_config.initial_infeed_sleep_secs),
             ran, step_fetches=[updates, built.real_rows], drain_fetches=list(built.outfeed_dequeues),
             advance=advance, counted=counted, per_loop=per_loop)
         return EvalGraph(built.global_step, tf.group(*built.initializers), built.spec, built.loss, built.metrics,

@@ -114,8 +114,9 @@ class LoopThreads:
 
     ran: Optional[int] = None
 
-    def __init__(self, driver: "TPUHostDriver", session, steps: int):
+    def __init__(self, driver: "TPUHostDriver", session, steps: int, initial_sleep_secs: Optional[float] = None):
         self._driver = driver
+        self._initial_sleep = initial_sleep_secs
         self.session = session
         self.steps = steps
         self.errors = ThreadErrors(session, driver.error_grace_secs)
@@ -139,6 +140,11 @@ class LoopThreads:
         thread.start()
 
     def _infeed(self, op):
+        if self._initial_sleep:
+            _log.info("Waiting %g s before the first infeed (TPUConfig.initial_infeed_sleep_secs).",
+                      self._initial_sleep)
+            if self.errors.closed.wait(self._initial_sleep):
+                return
         # One run: the host-side loop enqueues ``steps`` per-shard batches into each of this host's cores.
         self.session.run(op)
 
@@ -197,8 +203,10 @@ class TPUHostDriver:
     """
 
     def __init__(self, infeed_loops: Sequence, assign, iterations_feed, outfeed: Optional[TPUOutfeed] = None,
-                 error_grace_secs: Optional[float] = None):
+                 error_grace_secs: Optional[float] = None, initial_sleep_secs: Optional[float] = None):
         self.infeed_loops = list(infeed_loops)
+        # TPUConfig.initial_infeed_sleep_secs: the infeed threads of the first loop wait this long first.
+        self.initial_sleep_secs = initial_sleep_secs
         self._assign = assign
         self._feed = iterations_feed
         self.outfeed = outfeed
@@ -208,7 +216,8 @@ class TPUHostDriver:
         session.run(self._assign, {self._feed: steps})
 
     def start(self, session, steps: int) -> LoopThreads:
-        return LoopThreads(self, session, steps)
+        sleep, self.initial_sleep_secs = self.initial_sleep_secs, None
+        return LoopThreads(self, session, steps, initial_sleep_secs=sleep)
 
 
 class TPUInput:
