@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 from tensorflow.python.client import session as client_session
 from tensorflow.python.training import session_manager
 
@@ -582,3 +583,36 @@ def test_a_failed_loop_releases_host_threads_waiting_on_a_real_session(real_targ
         with feeding(driver, sess, 5) as feed:
             feed.ran = int(sess.run(computation)[0])
     assert time.monotonic() - start < 10
+
+
+def test_an_evaluation_host_call_leaves_through_the_outfeed_with_eval_metrics(tmp_path):
+    from test_tpu_graphs import _build, _node_defs
+    from tpu_nb.backends.tpu_graph import build_tpu_eval_graph
+
+    seen = []
+
+    def fn(features, labels, mode, params):
+        logits = tf_keras.layers.Dense(3)(features)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+        def metric_fn(labels, logits):
+            return {"accuracy": tf.compat.v1.metrics.accuracy(labels, tf.argmax(logits, 1))}
+
+        def host_fn(labels):
+            seen.append(labels.shape.as_list())
+            return [tf.reduce_sum(labels)]
+
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, eval_metrics=(metric_fn, [labels, logits]),
+                                       host_call=(host_fn, [labels]))
+
+    with fake_tpu(8, 1) as system:
+        graph, built = _build(_estimator(tmp_path, 8, fn=fn), system, eval_input_fn, build_tpu_eval_graph)
+    enqueue = [n for n in _node_defs(graph) if n.op == "OutfeedEnqueueTuple"]
+    assert len(enqueue) == 1  # loss, mask, eval_metrics' labels and logits, host_call's labels
+    assert list(enqueue[0].attr["dtypes"].list.type) == [
+        tf.float32.as_datatype_enum, tf.bool.as_datatype_enum, tf.int32.as_datatype_enum,
+        tf.float32.as_datatype_enum, tf.int32.as_datatype_enum]
+    assert seen == [[PER_SHARD * 8]] and built.host_call_outputs is not None
+    with fake_tpu_worker(8, 1, eval_rows=[32]) as chip:
+        _estimator(tmp_path, 8, fn=fn).evaluate(eval_input_fn)
+    assert chip.kinds().count("dequeue") == 3

@@ -194,6 +194,7 @@ class TPU(Backend):
             counted = tf.compat.v1.placeholder(tf.int64, [], name="steps_counted")
             advance = advance_eval_step(counted)
         updates = [built.loss[1]] + [pair[1] for pair in built.metrics.values()]
+        updates += [o for o in tf.nest.flatten(built.host_call_outputs) if o is not None]
         loop = _TPUEvalLoop(
             TPUHostDriver(tuple(zip(dict.fromkeys(built.replica_hosts), built.infeed_loops)), assign, feed, None,
                           self.error_grace_secs, initial_sleep_secs=est.config.tpu_config.initial_infeed_sleep_secs),

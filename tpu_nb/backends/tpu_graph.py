@@ -334,12 +334,14 @@ class TPUEvalGraph(_TPUGraph):
 
     Per step, on the host: ``loss`` and ``metrics`` are (value, update) pairs over the real rows of every
     replica (padding masked out); ``real_rows``: the step's real rows, 0 once every host's input has
-    ended (the stopping signal).
+    ended (the stopping signal); ``host_call_outputs``: what an evaluation host_call returned (None
+    without one), run with the metric updates.
     """
 
     loss: Any
     metrics: Dict[str, Any]
     real_rows: Any
+    host_call_outputs: Any = None
 
 
 def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Optional[str] = "worker"):
@@ -370,7 +372,11 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
         loss = tf.cast(spec.loss, tf.float32)
         metric_tensors = (_flatten_fn_tensors("eval_metrics", spec.eval_metrics)[2]
                           if spec.eval_metrics is not None else [])
-        enqueue = outfeed.enqueue([loss, mask] + metric_tensors)
+        # As the original: an evaluation step's host_call leaves through the same outfeed, after eval_metrics.
+        host_tensors = (_flatten_fn_tensors("host_call", spec.host_call)[2]
+                        if getattr(spec, "host_call", None) is not None else [])
+        captured.setdefault("metric_count", len(metric_tensors))
+        enqueue = outfeed.enqueue([loss, mask] + metric_tensors + host_tensors)
         with tf.control_dependencies([enqueue]):
             return total_loss + loss
 
@@ -378,8 +384,9 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
         return training_loop.repeat(iterations, step, [tf.constant(0.0)])
 
     replicated = tpu.replicate(computation, inputs=[[]] * system.num_cores, device_assignment=assignment)
-    (losses, masks, *metric_tensors), dequeues = outfeed.host_side(assignment, replica_hosts)
+    (losses, masks, *dequeued), dequeues = outfeed.host_side(assignment, replica_hosts)
     spec = captured["spec"]
+    metric_tensors, host_tensors = dequeued[:captured["metric_count"]], dequeued[captured["metric_count"]:]
     with tf.device(replica_hosts[0]):
         rows = tf.reduce_sum(tf.cast(masks, tf.int64), name="real_rows")
         # A replica's loss is the mean over its shard; weight it by the shard's real rows.
@@ -393,7 +400,11 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
                     for t in metric_tensors]
             metrics = _check_metric_dict(call_with_tensors(spec.eval_metrics[0],
                                                            repacked(spec.eval_metrics[1], real)))
+        host_call_outputs = None
+        if getattr(spec, "host_call", None) is not None:
+            # Every replica's rows, padding included, as the host_call of a simulated evaluation step sees them.
+            host_call_outputs = call_with_tensors(spec.host_call[0], repacked(spec.host_call[1], host_tensors))
     return TPUEvalGraph(global_step=global_step, plan=plan, num_replicas=system.num_cores,
                         replica_hosts=replica_hosts, initializers=tuple(inputs.initializers),
                         infeed_loops=infeed_loops, replicated=replicated, spec=spec, outfeed_dequeues=dequeues,
-                        loss=loss, metrics=metrics, real_rows=rows)
+                        loss=loss, metrics=metrics, real_rows=rows, host_call_outputs=host_call_outputs)
