@@ -111,7 +111,9 @@ class FakeChip:
     def compute(self, sess, train):
         with self.cond:
             self.calls.append(("loop", self.iterations))
-            if self.fail_compute:
+            if self.fail_compute == "unavailable" and self.loops == 1:
+                raise tf.errors.UnavailableError(None, None, "Socket closed")
+            if self.fail_compute is True:
                 raise FakeChipError("fake TPU computation failure")
             for i in range(self.iterations):
                 self.wait(sess, lambda: len(self.infed) == self.hosts and min(self.infed.values()) > i,
@@ -616,3 +618,16 @@ def test_an_evaluation_host_call_leaves_through_the_outfeed_with_eval_metrics(tm
     with fake_tpu_worker(8, 1, eval_rows=[32]) as chip:
         _estimator(tmp_path, 8, fn=fn).evaluate(eval_input_fn)
     assert chip.kinds().count("dequeue") == 3
+
+
+def test_a_tpu_lost_mid_run_ends_it_with_a_clear_error_and_the_checkpoint_intact(tmp_path):
+    from tpu_nb.backends.tpu import TPULostError
+
+    with fake_tpu_worker(8, 1, fail_compute="unavailable") as chip:
+        with pytest.raises(TPULostError, match=r"Lost the TPU at grpc://10.0.0.2:8470 during the run "
+                                               r"\(UnavailableError: Socket closed\).*model.ckpt-0"):
+            _estimator(tmp_path, 8).train(train_input_fn, steps=9)
+    # One session: not re-created against a TPU system nobody initialised again.
+    assert [c[1] for c in chip.calls if c[0] == "loop"] == [3, 3]
+    assert chip.kinds()[-1] == "shutdown"
+    assert tf.train.load_variable(str(tmp_path), "global_step") == 0

@@ -34,6 +34,14 @@ class TPUNotSupportedError(NotImplementedError):
     """What the TPU backend does not run (predict, model parallelism, TPU embedding)."""
 
 
+class TPULostError(RuntimeError):
+    """The TPU stopped answering during a run; the last checkpoint is intact."""
+
+
+# Session errors that mean the TPU worker went away (restarted, preempted, unreachable).
+_LOST_TPU_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
 def refuse_predict():
     """The error for ``predict()`` on a real TPU, raised before any work."""
     return TPUNotSupportedError(PREDICT_REFUSAL)
@@ -216,7 +224,20 @@ class TPU(Backend):
             config.cluster_def.CopyFrom(self.cluster_def)
         # As the original on TPUs: this program's variables are not shared with other sessions on the worker.
         config.isolate_session_state = True
-        return SessionSetup(self.master, config)
+        # No automatic session re-creation: the TPU system is initialised once per run (startup), so a
+        # re-created session after a TPU restart would find it uninitialised; the run ends with a clear
+        # error instead, and the next train() resumes from the checkpoint.
+        return SessionSetup(self.master, config, singular=True)
+
+    def translate_error(self, error, model_dir):
+        if isinstance(error, _LOST_TPU_ERRORS):
+            latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
+            return TPULostError(
+                f"Lost the TPU at {self.master or 'local'} during the run ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200]}). The run stopped; the last checkpoint "
+                f"({latest or 'none yet'}) is intact. Check the TPU's health (gcloud compute tpus describe), "
+                "then call train() again to resume from it.")
+        return None
 
     def startup(self):
         from . import tpu_runtime
