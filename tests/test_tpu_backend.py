@@ -51,8 +51,9 @@ class FakeChip:
     """Stands in for a TPU worker: sessions on it record their runs and simulate the TPU runtime's ops."""
 
     def __init__(self, hosts, eval_rows=None, fail_infeed_at=None, fail_outfeed_at=None, fail_compute=False,
-                 loss=0.25, infeed_capacity=2):
+                 loss=0.25, infeed_capacity=2, end_input_at=None):
         self.hosts = hosts
+        self.end_input_at = end_input_at  # (host index, step of the second loop) where its input ends
         self.fail_compute = fail_compute  # the computation fails at once (a compile error, a lost core)
         self.infeed_capacity = infeed_capacity  # steps a host's enqueues may run ahead of the computation
         self.eval_rows = list(eval_rows or [])  # real rows of each evaluation step, in order; 0 afterwards
@@ -100,6 +101,8 @@ class FakeChip:
             if self.fail_infeed_at == (host, i) and self.loops == 0:
                 self.record("infeed_error", host, i)
                 raise FakeChipError(f"fake infeed failure on host {host} at step {i}")
+            if self.end_input_at == (host, i) and self.loops == 1:
+                raise tf.errors.OutOfRangeError(None, None, "End of sequence")
             with self.cond:
                 # As a real infeed: an enqueue waits while the host's buffer is full.
                 self.wait(sess, lambda: self.infed.get(host, 0) - self.computed < self.infeed_capacity,
@@ -631,3 +634,14 @@ def test_a_tpu_lost_mid_run_ends_it_with_a_clear_error_and_the_checkpoint_intact
     assert [c[1] for c in chip.calls if c[0] == "loop"] == [3, 3]
     assert chip.kinds()[-1] == "shutdown"
     assert tf.train.load_variable(str(tmp_path), "global_step") == 0
+
+
+def test_a_training_input_that_ends_mid_loop_says_to_repeat_it(tmp_path):
+    from tpu_nb.backends.tpu_runtime import InputEndedOnTPU
+
+    with fake_tpu_worker(32, 4, end_input_at=(3, 1)) as chip:
+        with pytest.raises(InputEndedOnTPU, match=r"input of /job:worker/task:3/device:CPU:0 ended in the "
+                                                  r"middle of a TPU loop.*dataset.repeat\(\)") as info:
+            _estimator(tmp_path, 32).train(train_input_fn, steps=9)
+    assert isinstance(info.value.__cause__, tf.errors.OutOfRangeError)
+    assert chip.kinds()[-1] == "shutdown"

@@ -168,7 +168,10 @@ class LoopThreads:
             thread.join(JOIN_SECS if steps_ran is None else None)
         error = self.errors.first
         if error is not None:
-            raise thread_error(self.errors.source, error)
+            clearer = thread_error(self.errors.source, error)
+            if clearer is error:
+                raise error
+            raise clearer from error
 
 
 def thread_error(source: str, error: BaseException) -> BaseException:
