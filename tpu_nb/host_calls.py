@@ -108,6 +108,20 @@ class HostCallQueue:
         return steps, {name: _stack(column) for name, column in zip(self.names, per_name)}
 
 
+def taken_before_updates(tensors):
+    """Copies of a step's host_call ``tensors`` that this step's variable updates wait for.
+
+    On shards each replica's values are handed on under ``control_dependencies([train_op])`` (the
+    enqueue follows the step, as the original's outfeed did); that dependency makes the optimizer's
+    writes ancestors of the values, so the gate in ``HostCallQueue.enqueue`` cannot order them, and a
+    replica's ``tf.reshape(global_step, [1])`` now and then read the step's increment. Copied and gated
+    here, in the replica, before the dependency is added, every replica sees the step's inputs.
+    """
+    copies = [tf.raw_ops.DeepCopy(x=tf.convert_to_tensor(t)) for t in tensors]
+    _order_writes_after(copies)
+    return copies
+
+
 # Ops that write the variable given as their first input (resource handle or TF1 reference).
 _WRITE_OP_PREFIXES = ("Assign", "ResourceApply", "ResourceSparseApply", "ResourceScatter", "Apply", "SparseApply",
                       "Scatter")

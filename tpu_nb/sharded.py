@@ -18,6 +18,7 @@ import tensorflow as tf
 from tensorflow.python.distribute import values as _values
 
 from .config import InputPipelineConfig as IPC
+from .host_calls import taken_before_updates
 from .model_calls import call_model_fn
 from .spec import EstimatorSpec, flat_tensors, repacked
 
@@ -216,12 +217,16 @@ class ShardedStep:
             captured.setdefault("spec", spec)
             deps = [spec.train_op] if train else []
             outputs = {}
+            host_values = None
+            if self.mode != "infer" and getattr(spec, "host_call", None) is not None:  # every train/eval step
+                _, _, host_values = _flatten_fn_tensors("host_call", spec.host_call)
+                if train:
+                    host_values = taken_before_updates(host_values)
             with tf.control_dependencies(deps):
                 if spec.loss is not None:
                     outputs["loss"] = tf.identity(tf.cast(tf.convert_to_tensor(spec.loss), tf.float32))
-                if self.mode != "infer" and getattr(spec, "host_call", None) is not None:  # every train/eval step
-                    _, _, flat = _flatten_fn_tensors("host_call", spec.host_call)
-                    outputs["host_call"] = self._gather_in_replica([tf.identity(t) for t in flat])
+                if host_values is not None:
+                    outputs["host_call"] = self._gather_in_replica([tf.identity(t) for t in host_values])
                 if not train and isinstance(spec, EstimatorSpec) is False and spec.eval_metrics is not None:
                     _, _, flat = _flatten_fn_tensors("eval_metrics", spec.eval_metrics)
                     outputs["eval_metrics"] = self._gather_in_replica(list(flat))
