@@ -68,8 +68,11 @@ def test_one_replicated_computation_over_every_core(tmp_path, cores, hosts):
     assert len(set(built.replica_hosts)) == hosts
     assert len(built.infeed_loops) == hosts  # one host-side infeed per host
     # No device loop over several steps (one predict step per session run): the only loops are the infeeds'.
-    loops = [n.name for n in _node_defs(graph) if n.op in ("While", "StatelessWhile")]
-    assert len(loops) == hosts and all(name.startswith("infeed_loop") for name in loops)
+    # (A While node under control flow v2; a LoopCond in the loop's scope under TF1 behaviour's v1.)
+    nodes = list(_node_defs(graph))
+    loops = ([n.name for n in nodes if n.op in ("While", "StatelessWhile")]
+             + [n.name.rsplit("/", 1)[0] for n in nodes if n.op == "LoopCond"])
+    assert len(loops) == hosts and all(name.split("/")[-1].startswith("infeed_loop") for name in loops), loops
 
 
 @pytest.mark.parametrize("cores,hosts", TOPOLOGIES)
