@@ -149,3 +149,32 @@ def test_connect_in_the_widget_updates_the_output_variable_and_current_connectio
     widget.connect_clicks += 1
     widget.wait(timeout=60)
     assert widget.status == "error" and ip.user_ns["conn"] is conn and current_connection() is conn
+
+
+def test_connect_renames_the_backend_the_status_bar_shows(ip, monkeypatch):
+    from tpu_nb import events
+    from tpu_nb.notebook import lab_bridge
+
+    class FakeComm:
+        def __init__(self, on_message):
+            self.sent = []
+
+        def send(self, data):
+            self.sent.append(data)
+
+    bridge = lab_bridge.LabBridge(comm_factory=FakeComm)
+    monkeypatch.setattr(lab_bridge, "_bridge", bridge)
+    try:
+        # The last run was on one CPU; then the user connects to 8 simulated shards from the form.
+        events.publish(events.RunStarted(events.bus.new_run_id(), "train", "CPU", 1, 1, 16, 16, "/tmp/m", 0, 10, 10))
+        assert bridge.status()["backend"] == "CPU"
+        widget = ip.run_line_magic("tpu_connect", "--backend cpu")
+        widget.backend, widget.cores, widget.hosts = "simulated", 8, 1
+        widget.connect_clicks += 1
+        widget.wait(timeout=60)
+        assert widget.status == "connected"
+        assert bridge.status()["backend"] == widget.connection.description
+        assert "8" in bridge.status()["backend"]
+        assert bridge.comm.sent[-1]["backend"] == widget.connection.description  # sent at once, not at the next run
+    finally:
+        bridge.close()

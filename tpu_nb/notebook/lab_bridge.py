@@ -205,6 +205,12 @@ class LabBridge:
             return {"type": "status", "backend": self._backend, "active": self._active,
                     "runs": [run.as_dict() for run in self._runs.values()]}
 
+    def set_backend(self, description: str) -> None:
+        """Shows ``description`` as the backend until a run says otherwise (a connection was made)."""
+        with self._lock:
+            self._backend = description
+        self.send_now()
+
     def _on_event(self, event) -> None:
         kind = type(event)
         if kind is events.LoopFinished:
@@ -396,6 +402,14 @@ def start(ipython=None) -> Optional[LabBridge]:
                 _log.debug("tpu_nb lab bridge not started", exc_info=True)
                 return None
         return _bridge
+
+
+def show_backend(description: str) -> None:
+    """The status bar shows ``description`` as the kernel's backend (the running bridge's; none: nothing)."""
+    with _bridge_lock:
+        bridge = _bridge
+    if bridge is not None:
+        bridge.set_backend(description)
 
 
 def stop() -> None:

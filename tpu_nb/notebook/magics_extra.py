@@ -29,6 +29,16 @@ def current_connection() -> Optional[Connection]:
     return _current
 
 
+def _make_current(connection: Connection) -> None:
+    """``connection`` is what current_connection() returns, and what the status bar names, from now on."""
+    global _current
+    from .lab_bridge import show_backend
+
+    _current = connection
+    # Without this the status bar kept naming the last run's backend after Connect chose another.
+    show_backend(connection.description)
+
+
 def _apply(func, *arguments):
     for arg in reversed(arguments):  # decorators apply bottom-up; keep the help in reading order
         func = arg(func)
@@ -107,7 +117,6 @@ class ExtraMagics(Magics):
         TPUEstimator(model_fn, **VAR.estimator_kwargs(model_dir=...), ...), or VAR.run_config(...).
         Python equivalent: tpu_nb.ConnectionWidget(backend=..., ...).connect().
         """
-        global _current
         args = parse_argstring(self.tpu_connect, line)
         widget = ConnectionWidget(backend=args.backend, tpu=args.tpu or "", zone=args.zone or "",
                                   project=args.project or "", cores=args.cores, hosts=args.hosts, gpus=args.gpus,
@@ -116,7 +125,7 @@ class ExtraMagics(Magics):
         if connection is None and args.no_widget:
             raise UsageError(widget.error)
         if connection is not None:
-            _current = connection
+            _make_current(connection)
         if args.output:
             self.shell.user_ns[args.output] = connection
         if args.no_widget:
@@ -127,10 +136,9 @@ class ExtraMagics(Magics):
         return widget  # the cell's output: the form, with the topology or the error
 
     def _connected(self, widget, output, change) -> None:
-        global _current
         if change["new"] != "connected" or widget.connection is None:
             return
-        _current = widget.connection
+        _make_current(widget.connection)
         if output:
             self.shell.user_ns[output] = widget.connection
 
