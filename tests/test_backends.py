@@ -81,11 +81,9 @@ def test_a_tpu_address_is_resolved_into_the_tpu_backend(tmp_path, monkeypatch):
     monkeypatch.setattr("tpu_nb.tpu_connection.resolve_tpu", lambda address, timeout_secs: found)
     config = tpu_nb.RunConfig(model_dir=str(tmp_path), master="grpc://10.0.0.2:8470")
     est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16)
-    for what in ("train", "evaluate"):
+    for what in ("train", "evaluate", "predict"):
         backend = select_backend(est, what)
         assert backend.description == "TPU 16x2 (16 cores, 2 hosts) at grpc://10.0.0.2:8470"
         assert backend.topology.host_device(1) == "/job:worker/replica:0/task:1/device:CPU:0"
         setup = backend.session(None)
         assert setup.target == "grpc://10.0.0.2:8470" and setup.config.isolate_session_state
-    with pytest.raises(NotImplementedError, match=r"predict\(\) on a real TPU is not supported yet"):
-        select_backend(est, "predict")

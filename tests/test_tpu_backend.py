@@ -30,8 +30,8 @@ from tensorflow.python.client import session as client_session
 from tensorflow.python.training import session_manager
 
 import tpu_nb
-from tpu_nb import events
-from model_zoo import eval_input_fn, train_input_fn
+from tpu_nb import events, prediction
+from model_zoo import CLASSES, FEATURES, eval_input_fn, train_input_fn
 from test_tpu_graphs import PER_SHARD, _model_fn, fake_tpu
 from tpu_nb.backends import select_backend
 from tpu_nb.backends import tpu_runtime
@@ -51,8 +51,13 @@ class FakeChip:
     """Stands in for a TPU worker: sessions on it record their runs and simulate the TPU runtime's ops."""
 
     def __init__(self, hosts, eval_rows=None, fail_infeed_at=None, fail_outfeed_at=None, fail_compute=False,
-                 loss=0.25, infeed_capacity=2, end_input_at=None):
+                 loss=0.25, infeed_capacity=2, end_input_at=None, predict_rows=None):
         self.hosts = hosts
+        # Prediction: each host's input, as the example ids it reads in order; the fake model predicts
+        # every example's id (each prediction key holds it, broadcast to the key's shape).
+        self.predict_rows = predict_rows
+        self._host_copies = {}
+        self._predict_graphs = {}
         self.end_input_at = end_input_at  # (host index, step of the second loop) where its input ends
         self.fail_compute = fail_compute  # the computation fails at once (a compile error, a lost core)
         self.infeed_capacity = infeed_capacity  # steps a host's enqueues may run ahead of the computation
@@ -138,6 +143,84 @@ class FakeChip:
             self.calls.append(("dequeue", i))
             return i
 
+    # -- prediction: one step per session run, counters running over the whole predict() -----------
+    def is_predict_graph(self, graph):
+        if graph not in self._predict_graphs:
+            try:
+                graph.get_operation_by_name("tpu_predict_loop/computed")
+                self._predict_graphs[graph] = True
+            except KeyError:
+                self._predict_graphs[graph] = False
+        return self._predict_graphs[graph]
+
+    def predict_enqueue(self, sess, host):
+        with self.cond:
+            i = self.infed.get(host, 0)
+            if self.fail_infeed_at == (host, i):
+                self.calls.append(("infeed_error", host, i))
+                raise FakeChipError(f"fake infeed failure on host {host} at step {i}")
+            self.wait(sess, lambda: self.infed.get(host, 0) - self.computed < self.infeed_capacity,
+                      f"room in host {host}'s infeed")
+            self.infed[host] = i + 1
+            self.calls.append(("enqueue", host, i))
+            self.cond.notify_all()
+
+    def predict_step(self, sess):
+        with self.cond:
+            i = self.computed
+            self.calls.append(("predict_step", i))
+            self.wait(sess, lambda: len(self.infed) == self.hosts and min(self.infed.values()) > i,
+                      f"predict step {i} for infeed")
+            self.computed += 1
+            self.cond.notify_all()
+
+    def outfeed_values(self, graph, step):
+        """What each replica's outfeed holds after predict step ``step``: mask, stop, then the predictions."""
+        dequeues = sorted((op for op in graph.get_operations() if op.type == "OutfeedDequeueTuple"),
+                          key=lambda op: int(op.name.rsplit("_", 1)[-1]))
+        hosts = [tf.DeviceSpec.from_string(op.device).task for op in dequeues]
+        values = {}
+        for replica, (op, host) in enumerate(zip(dequeues, hosts)):
+            per_shard = op.outputs[0].shape.as_list()[0]
+            host_batch = per_shard * hosts.count(host)
+            j = hosts[:replica].count(host)  # this replica's shard of its host's batch
+            host_rows = self.predict_rows[host][step * host_batch:(step + 1) * host_batch]
+            ids = np.array(host_rows[j * per_shard:(j + 1) * per_shard], np.int64)
+            values[op.outputs[0]] = np.arange(per_shard) < len(ids)
+            values[op.outputs[1]] = np.full([per_shard], not host_rows)
+            padded = np.concatenate([ids, np.zeros(per_shard - len(ids), np.int64)])
+            for out in op.outputs[2:]:
+                shape = out.shape.as_list()
+                values[out] = np.broadcast_to(padded.reshape([-1] + [1] * (len(shape) - 1)), shape).astype(
+                    out.dtype.as_numpy_dtype)
+        return values
+
+    def host_side(self, graph, tensors, step):
+        """The fetched host-side tensors after the outfeed, run on this CPU with the replicas' outfeed fed in."""
+        key = (graph, tuple(t.name for t in tensors))
+        if key not in self._host_copies:
+            names = [t.op.name for t in tensors]
+            sub = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), names)
+            kept = [n for n in sub.node if n.op != "OutfeedDequeueTuple"]
+            del sub.node[:]
+            sub.node.extend(kept)
+            for node in sub.node:
+                node.device = ""
+            copy = tf.Graph()
+            with copy.as_default():
+                placeholders = {op.name: [tf.compat.v1.placeholder(t.dtype, t.shape) for t in op.outputs]
+                                for op in graph.get_operations() if op.type == "OutfeedDequeueTuple"}
+                used = {i if ":" in i else f"{i}:0" for n in sub.node for i in n.input}
+                input_map = {k: p for name, ps in placeholders.items() for k, p in
+                             ((f"{name}:{i}", p) for i, p in enumerate(ps)) if k in used}
+                copied = tf.compat.v1.import_graph_def(sub, input_map=input_map,
+                                                       return_elements=[t.name for t in tensors], name="host")
+            self._host_copies[key] = (copy, placeholders, copied)
+        copy, placeholders, copied = self._host_copies[key]
+        feed = {placeholders[t.op.name][t.value_index]: v for t, v in self.outfeed_values(graph, step).items()}
+        with client_session.Session(graph=copy) as sess:  # the real class: a CPU session
+            return dict(zip((t.name for t in tensors), sess.run(copied, feed)))
+
     def upstream_types(self, element):
         key = element.name
         if key not in self._upstream:
@@ -217,14 +300,25 @@ class FakeSession(client_session.SessionInterface):
             with chip.cond:
                 chip.iterations = int(next(iter(feeds.values())))
                 chip.infed, chip.computed, chip.dequeued = {}, 0, 0
+        predicting = chip.is_predict_graph(graph)
         for op in ops:
             if "infeed_loop" in op.name:  # a host's enqueue loop, placed on that host (its task)
-                chip.enqueue_loop(self, tf.DeviceSpec.from_string(op.device).task)
+                host = tf.DeviceSpec.from_string(op.device).task
+                if predicting:
+                    chip.predict_enqueue(self, host)
+                else:
+                    chip.enqueue_loop(self, host)
+        if "tpu_predict_loop/computed" in names:
+            chip.predict_step(self)
         if any(n.startswith(("tpu_loop/", "tpu_eval_loop/steps_ran")) for n in names):
             chip.compute(self, train=any(n.startswith("tpu_loop/") for n in names))
         if not any(n.startswith(("tpu_loop/", "tpu_eval_loop/")) for n in names) and any(
                 "OutfeedDequeueTuple" in chip.upstream_types(e) for e in flat):
             context["outfeed_step"] = chip.dequeue(self)
+            if predicting:
+                after_outfeed = [e for e in flat if isinstance(e, tf.Tensor)
+                                 and "OutfeedDequeueTuple" in chip.upstream_types(e)]
+                context["host_side"] = chip.host_side(graph, after_outfeed, context["outfeed_step"])
         if saving:
             path = tf.compat.as_str(saving[0])
             if any(n.endswith("restore_all") for n in names):
@@ -247,6 +341,8 @@ class FakeSession(client_session.SessionInterface):
             return None
         t = structure
         name = t.op.name
+        if t.name in context.get("host_side", {}):
+            return context["host_side"][t.name]
         if name in ("tpu_loop/steps_ran", "tpu_eval_loop/steps_ran"):
             return np.int32(chip.iterations)
         if name == "tpu_loop/last_loss":
@@ -281,6 +377,7 @@ def fake_tpu_worker(cores, hosts, **chip_kwargs):
             mock.patch.object(session_manager, "session", types.SimpleNamespace(Session=chip.session)), \
             mock.patch.object(tpu_runtime, "new_session", lambda target, config=None, graph=None: chip.session(
                 target, graph, config)), \
+            mock.patch.object(prediction, "_new_session", lambda target, config: chip.session(target, None, config)), \
             mock.patch.object(tpu_runtime, "ERROR_GRACE_SECS", 0.2):
         yield chip
 
@@ -438,15 +535,154 @@ def test_host_call_every_n_steps_is_refused_rather_than_ignored(tmp_path):
             _estimator(tmp_path, 8, experimental_host_call_every_n_steps=2).train(train_input_fn, steps=2)
 
 
-def test_predict_is_refused_before_any_work(tmp_path):
-    def no_connection(address, timeout_secs):
-        raise AssertionError("predict() must not contact the TPU")
+# --------------------------------------------------------------------------- predict() on the fake chip
 
-    est = _estimator(tmp_path, 8)
-    with mock.patch("tpu_nb.tpu_connection.resolve_tpu", no_connection):
-        with pytest.raises(NotImplementedError, match=r"predict\(\) on a real TPU is not supported yet; run it with "
-                                                      "use_tpu=False or on simulated shards"):
-            est.predict(lambda params: None)
+EXAMPLES = 13
+
+
+def _host_rows(hosts, host_batch, n=EXAMPLES):
+    """Each host's example ids when every global batch is split into contiguous per-host slices."""
+    global_batch = host_batch * hosts
+    return [[i for i in range(n) if (i % global_batch) // host_batch == h] for h in range(hosts)]
+
+
+def _predict_input_fn(hosts):
+    """Examples 0..12 (features: the id in every column), host k reading its slice of every global batch.
+
+    The TPU backend calls input_fn once per host, in host order, without a host index in params: the
+    call count stands for it here.
+    """
+    calls = []
+
+    def input_fn(params):
+        host = len(calls) % hosts
+        calls.append(host)
+        host_batch = params["batch_size"]
+        ids = tf.data.Dataset.range(EXAMPLES).batch(host_batch * hosts)
+        ids = ids.map(lambda batch: batch[host * host_batch:(host + 1) * host_batch]).unbatch()
+        return ids.map(lambda i: tf.fill([FEATURES], tf.cast(i, tf.float32))).batch(host_batch)
+
+    return input_fn
+
+
+def _predictor(tmp_path, cores, per_shard=1, fn=None, **tpu_config):
+    from test_tpu_predict_graph import _model_fn as predict_model_fn
+
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=MASTER, tpu_config=tpu_nb.TPUConfig(**tpu_config))
+    return tpu_nb.TPUEstimator(fn or predict_model_fn(), config=config, train_batch_size=per_shard * cores,
+                               predict_batch_size=per_shard * cores)
+
+
+@pytest.mark.parametrize("cores,hosts", [(8, 1), (32, 4)])
+@pytest.mark.parametrize("per_shard", [1, 4])
+def test_predict_yields_every_example_in_input_order_without_padding(tmp_path, cores, hosts, per_shard):
+    host_batch = per_shard * cores // hosts
+    rows = _host_rows(hosts, host_batch)
+    with fake_tpu_worker(cores, hosts, predict_rows=rows) as chip:
+        out = list(_predictor(tmp_path, cores, per_shard).predict(_predict_input_fn(hosts)))
+    assert [int(p["class_ids"]) for p in out] == list(range(EXAMPLES))
+    assert [p["logits"].tolist() for p in out] == [[float(i)] * CLASSES for i in range(EXAMPLES)]
+    kinds = chip.kinds()
+    # The system is initialised before the first step and shut down after the last, on the TPU's master.
+    assert kinds.index("initialize") < kinds.index("predict_step") and kinds[-1] == "shutdown"
+    assert kinds.count("initialize") == kinds.count("shutdown") == 1
+    assert {s.target for s in chip.sessions} == {MASTER}
+    assert any(s.config is not None and s.config.isolate_session_state for s in chip.sessions)
+    # One predict step per session run, each host enqueuing one batch for it; the stopping step ends it.
+    batches = -(-EXAMPLES // (host_batch * hosts))
+    assert [c[1] for c in chip.calls if c[0] == "predict_step"] == list(range(batches + 1))
+    for host in range(hosts):
+        assert [i for _, h, i in (c for c in chip.calls if c[0] == "enqueue") if h == host] == list(
+            range(batches + 1))
+    assert kinds.count("dequeue") == batches + 1
+
+
+@pytest.mark.parametrize("cores,hosts", [(8, 1), (32, 4)])
+def test_predict_batches_and_predict_keys(tmp_path, cores, hosts):
+    rows = _host_rows(hosts, cores // hosts)
+    with fake_tpu_worker(cores, hosts, predict_rows=rows):
+        batches = list(_predictor(tmp_path, cores).predict(_predict_input_fn(hosts), predict_keys=["class_ids"],
+                                                           yield_single_examples=False))
+    assert all(set(b) == {"class_ids"} for b in batches)
+    # Whole batches, the padding rows removed: 13 examples in global batches of `cores`.
+    assert [b["class_ids"].tolist() for b in batches] == [list(range(i, min(i + cores, EXAMPLES)))
+                                                          for i in range(0, EXAMPLES, cores)]
+    with fake_tpu_worker(cores, hosts, predict_rows=rows):
+        single = list(_predictor(tmp_path, cores).predict(_predict_input_fn(hosts), predict_keys="logits"))
+    assert [p.keys() == {"logits"} for p in single] == [True] * EXAMPLES
+    assert [p["logits"][0] for p in single] == list(range(EXAMPLES))
+
+
+def test_predict_with_a_single_prediction_tensor(tmp_path):
+    from test_tpu_predict_graph import _model_fn as predict_model_fn
+
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)):
+        out = list(_predictor(tmp_path, 8, fn=predict_model_fn(single=True)).predict(_predict_input_fn(1)))
+    assert [p.tolist() for p in out] == [[float(i)] * CLASSES for i in range(EXAMPLES)]
+
+
+def test_predict_with_hooks_runs_through_them_in_one_session_without_recreating_it(tmp_path):
+    class Count(tf.compat.v1.train.SessionRunHook):
+        runs = 0
+
+        def after_run(self, run_context, run_values):
+            Count.runs += 1
+
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)) as chip:
+        out = list(_predictor(tmp_path, 8).predict(_predict_input_fn(1), hooks=[Count()]))
+    assert [int(p["class_ids"]) for p in out] == list(range(EXAMPLES))
+    assert Count.runs == 3  # two batches and the stopping step, each one run through the hooks
+    assert chip.kinds()[-1] == "shutdown"
+
+
+@pytest.mark.parametrize("how", ["close", "break"])
+def test_predict_shuts_the_tpu_down_when_the_caller_stops_early(tmp_path, how):
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)) as chip:
+        predictions = _predictor(tmp_path, 8).predict(_predict_input_fn(1))
+        if how == "close":
+            assert int(next(predictions)["class_ids"]) == 0
+            predictions.close()
+        else:
+            for p in predictions:
+                break
+            del predictions, p
+        kinds = chip.kinds()
+    assert kinds.count("predict_step") == 1 and kinds[-1] == "shutdown"
+
+
+def test_ctrl_c_during_predict_shuts_the_tpu_down(tmp_path):
+    class InterruptAfterFirstBatch(tf.compat.v1.train.SessionRunHook):
+        def after_run(self, run_context, run_values):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)) as chip:
+        with pytest.raises(KeyboardInterrupt):
+            list(_predictor(tmp_path, 8).predict(_predict_input_fn(1), hooks=[InterruptAfterFirstBatch()]))
+    assert chip.kinds()[-1] == "shutdown"
+
+
+def test_an_infeed_thread_error_ends_predict_with_that_error(tmp_path):
+    with fake_tpu_worker(32, 4, predict_rows=_host_rows(4, 8), fail_infeed_at=(2, 0)) as chip:
+        start = time.monotonic()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake infeed failure on host 2 at step 0"):
+            list(_predictor(tmp_path, 32).predict(_predict_input_fn(4)))
+    # Not a hang: the step waiting for host 2's infeed was cancelled by closing the session.
+    assert time.monotonic() - start < 15
+    assert chip.kinds()[-1] == "shutdown"
+
+
+def test_tpu_embedding_config_is_refused_on_the_tpu_backend(tmp_path):
+    from tpu_nb.backends.tpu import TPUNotSupportedError
+
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)) as chip:
+        config = tpu_nb.RunConfig(model_dir=str(tmp_path), master=MASTER)
+        est = tpu_nb.TPUEstimator(_model_fn(), config=config, train_batch_size=32, predict_batch_size=8,
+                                  embedding_config_spec=object())
+        with pytest.raises(TPUNotSupportedError, match=r"TPU embedding \(embedding_config_spec\) is not supported"):
+            est.train(train_input_fn, steps=1)
+        with pytest.raises(TPUNotSupportedError, match="TPU embedding"):
+            list(est.predict(_predict_input_fn(1)))
+    assert "initialize" not in chip.kinds()  # refused before any work on the TPU
 
 
 def test_tpu_embedding_ops_in_model_fn_are_refused(tmp_path):
@@ -645,3 +881,14 @@ def test_a_training_input_that_ends_mid_loop_says_to_repeat_it(tmp_path):
             _estimator(tmp_path, 32).train(train_input_fn, steps=9)
     assert isinstance(info.value.__cause__, tf.errors.OutOfRangeError)
     assert chip.kinds()[-1] == "shutdown"
+
+
+def test_predict_restores_the_latest_checkpoint_on_the_tpu_session(tmp_path):
+    with fake_tpu_worker(8, 1) as chip:
+        _estimator(tmp_path, 8).train(train_input_fn, steps=3)
+    # The fake chip's restore reads the global step only (the predict model's variables differ).
+    with fake_tpu_worker(8, 1, predict_rows=_host_rows(1, 8)) as chip:
+        out = list(_predictor(tmp_path, 8).predict(_predict_input_fn(1)))
+    assert len(out) == EXAMPLES
+    assert ("restore", 3) in chip.calls
+    assert chip.kinds().index("restore") < chip.kinds().index("predict_step")

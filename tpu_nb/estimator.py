@@ -85,6 +85,8 @@ class TPUEstimator:
         self._export_to_cpu = export_to_cpu
         self._export_saved_model_api_version = check_export_api_version(export_saved_model_api_version)
         self._batch_axis = batch_axis
+        # Kept so the TPU backend can refuse it (TPU embedding is not supported there); unused elsewhere.
+        self._embedding_config_spec = embedding_config_spec
         self._stop = None
 
     # -- read-only properties -------------------------------------------------

@@ -65,50 +65,68 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
                 tf.compat.v1.set_random_seed(est.config.tf_random_seed)
             built = backend.build_predict(est, input_fn, lambda predictions: _select(predictions, predict_keys))
             meter.check(f"predicting on {backend.description}", backend.topology.num_replicas)
-            session_config = backend.session(est.config.session_config).config
-            sess, next_batch = _open_session(built.spec, built.predictions, built.initializer, hooks, ckpt,
-                                             session_config)
-        with sess:
-            while True:
-                preds = next_batch()
-                if preds is None:
-                    break
-                if built.empty_batch_ends and _batch_length(preds) == 0:
-                    break  # every shard is past the end of its input: the stopping signal
-                if not yield_single_examples:
-                    yield preds
-                else:
-                    n = _batch_length(preds)
-                    if isinstance(preds, dict):
-                        for i in range(n):
-                            yield {k: v[i] for k, v in preds.items()}
+            setup = backend.session(est.config.session_config)
+        backend.startup()  # a TPU system's initialisation; nothing elsewhere
+        try:  # also when the caller stops iterating early (GeneratorExit) or on Ctrl-C
+            with quiet_tf_logs():
+                sess, next_batch = _open_session(built, hooks, ckpt, setup)
+            with sess:
+                while True:
+                    preds = next_batch()
+                    if preds is None:
+                        break
+                    if built.empty_batch_ends and _batch_length(preds) == 0:
+                        break  # every shard is past the end of its input: the stopping signal
+                    if not yield_single_examples:
+                        yield preds
                     else:
-                        for i in range(n):
-                            yield preds[i]
-                if not built.loopable:
-                    break
+                        n = _batch_length(preds)
+                        if isinstance(preds, dict):
+                            for i in range(n):
+                                yield {k: v[i] for k, v in preds.items()}
+                        else:
+                            for i in range(n):
+                                yield preds[i]
+                    if not built.loopable:
+                        break
+        finally:
+            backend.shutdown()
 
 
-def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
+def _new_session(target, config):
+    """The plain prediction session (a test stands in for a TPU's here)."""
+    return tf.compat.v1.Session(target, config=config)
+
+
+def _open_session(built, hooks, ckpt, setup):
     """A session restoring ``ckpt``, and a function returning the next batch (None at the end).
 
     With hooks or a user Scaffold, a MonitoredSession runs them. Without, there is nothing for it
     to wrap around each run, so a plain Session restores the checkpoint and batches come through
     a callable: 30-50 ms less setup and about 3x less overhead per batch, which is most of
-    predict's own cost for small models.
+    predict's own cost for small models. ``setup``: the backend's session target and config.
     """
+    spec, predictions, run_batch = built.spec, built.predictions, built.run_batch
     user = user_scaffold(spec)
     all_hooks = hooks + list(spec.prediction_hooks)
     if all_hooks or user is not None:
-        scaffold = const_lifting.add_to_scaffold(merge_scaffold(user, [initializer]), tf.compat.v1.get_default_graph())
-        creator = tf.compat.v1.train.ChiefSessionCreator(
-            scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=session_config)
-        sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
+        scaffold = const_lifting.add_to_scaffold(merge_scaffold(user, [built.initializer]),
+                                                 tf.compat.v1.get_default_graph())
+        if setup.singular:  # no automatic re-creation (a TPU system is initialised once per run)
+            sess = tf.compat.v1.train.SingularMonitoredSession(
+                hooks=all_hooks, scaffold=scaffold, master=setup.target, config=setup.config,
+                checkpoint_filename_with_path=ckpt)
+        else:
+            creator = tf.compat.v1.train.ChiefSessionCreator(
+                scaffold=scaffold, checkpoint_filename_with_path=ckpt, config=setup.config, master=setup.target)
+            sess = tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
 
         def read_monitored():
             if sess.should_stop():
                 return None
             try:
+                if run_batch is not None:
+                    return run_batch(sess.run, sess.run_step_fn(lambda step_context: step_context.session))
                 return sess.run(predictions)
             except tf.errors.OutOfRangeError:
                 return None
@@ -116,11 +134,11 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
         return sess, read_monitored
 
     saver = tf.compat.v1.train.Saver(sharded=True, allow_empty=True)
-    local_init = local_init_op([initializer])
+    local_init = local_init_op([built.initializer])
     feeds = const_lifting.input_feeds(tf.compat.v1.get_default_graph())  # before finalize()
     fresh_init = tf.compat.v1.global_variables_initializer() if ckpt is None else None
     tf.compat.v1.get_default_graph().finalize()  # as MonitoredSession does: no ops added per batch
-    sess = tf.compat.v1.Session(config=session_config)
+    sess = _new_session(setup.target, setup.config)
     try:
         if ckpt is None:
             sess.run(fresh_init)
@@ -130,7 +148,7 @@ def _open_session(spec, predictions, initializer, hooks, ckpt, session_config):
     except BaseException:
         sess.close()
         raise
-    fetch = sess.make_callable(predictions)
+    fetch = sess.make_callable(predictions) if run_batch is None else (lambda: run_batch(sess.run, sess))
 
     def read_plain():
         try:

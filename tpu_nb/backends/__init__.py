@@ -4,8 +4,8 @@
 ``one_device``     this machine's CPU or first GPU, no replicas
 ``simulated``      N simulated TPU shards on local CPUs/GPUs (``SimulatedTPU``)
 ``multi_worker``   one replica per worker process (``MultiWorker``, TF_CONFIG)
-``tpu``            a real TPU through TF's TPU runtime: train/evaluate (predict refused for now);
-                   verified here on fake topologies and a fake chip, not yet on TPU hardware
+``tpu``            a real TPU through TF's TPU runtime: train/evaluate/predict; verified here on fake
+                   topologies and a fake chip, not yet on TPU hardware
 =================  ==========================================================
 
 ``select_backend`` is the one place that reads the RunConfig to choose.

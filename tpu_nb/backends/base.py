@@ -72,6 +72,10 @@ class PredictGraph:
 
     ``loopable``: the input can be read more than once; ``empty_batch_ends``: a batch with no rows is the
     stopping signal (every shard past the end of its input), not a batch to yield.
+    ``run_batch(run, session)``: for a backend whose batch is more than one fetch (host threads beside
+    the run, a signal fetched with it), one batch's predictions, or None once the input has ended;
+    ``run(fetches)`` runs in the prediction session (through its hooks, if any) and ``session`` is the
+    raw session, for host threads. None: each batch is ``run(predictions)``.
     """
 
     spec: Any
@@ -79,6 +83,7 @@ class PredictGraph:
     initializer: Any
     loopable: bool
     empty_batch_ends: bool
+    run_batch: Optional[Callable[[Callable[[Any], Any], Any], Any]] = None
 
 
 class Backend(abc.ABC):

@@ -1,7 +1,7 @@
 """A real TPU, through TensorFlow's graph-mode TPU runtime, as the original TPUEstimator ran on it.
 
 * ``connect`` resolves the TPU (a dead or silent address fails within ``connect_timeout_secs``, naming
-  it) and returns the ``TPU`` backend; ``predict()`` is refused before any work (not supported yet).
+  it) and returns the ``TPU`` backend.
 * The session target is the TPU's gRPC master (``''`` on a TPU VM) with the resolver's cluster_def.
 * ``startup()`` initialises the TPU system in its own session (``tf.compat.v1.tpu.initialize_system``)
   and records its topology; ``shutdown()`` shuts it down after the last session, also after an error.
@@ -10,9 +10,12 @@
   (``tpu_runtime.py``); an error in those threads ends the run with that error.
 * Evaluation runs the same way, with eval_metrics through the outfeed and the host stopping after the
   first step without real rows.
+* Prediction runs one predict step per session run (``tpu_predict_graph.py``): the infeed threads feed
+  one padded batch per host, the same run dequeues every replica's predictions with the stopping
+  signal, and the host stops after the run whose signal is set (that run's batch is empty).
 
-Refused with a clear error: model parallelism (``num_cores_per_replica > 1``), TPU embedding,
-``training_chief_hooks``, and ``predict()``.
+Refused with a clear error: model parallelism (``num_cores_per_replica > 1``), TPU embedding
+(``embedding_config_spec`` or TPU embedding ops built by model_fn) and ``training_chief_hooks``.
 """
 
 from __future__ import annotations
@@ -26,12 +29,8 @@ from .base import Backend, EvalGraph, PredictGraph, SessionSetup, TrainGraph
 
 _log = logging.getLogger("tpu_nb")
 
-PREDICT_REFUSAL = ("predict() on a real TPU is not supported yet; run it with use_tpu=False or on simulated shards "
-                   "(RunConfig(cluster=tpu_nb.SimulatedTPU(num_cores)) or TPU_NB_SIMULATE=<cores>).")
-
-
 class TPUNotSupportedError(NotImplementedError):
-    """What the TPU backend does not run (predict, model parallelism, TPU embedding)."""
+    """What the TPU backend does not run (model parallelism, TPU embedding)."""
 
 
 class TPULostError(RuntimeError):
@@ -42,19 +41,12 @@ class TPULostError(RuntimeError):
 _LOST_TPU_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
-def refuse_predict():
-    """The error for ``predict()`` on a real TPU, raised before any work."""
-    return TPUNotSupportedError(PREDICT_REFUSAL)
-
-
 def connect(address, timeout_secs, what, job_name: Optional[str] = None) -> "TPU":
     """Resolves the TPU at ``address`` (an address, 'local', or a TPUClusterResolver) into the TPU backend.
 
-    ``what`` is 'train', 'evaluate' or 'predict'; predict is refused before the TPU is contacted.
-    ``job_name``: TPUConfig.tpu_job_name, the TPU workers' job when it is not the one the TPU reports.
+    ``what`` is 'train', 'evaluate' or 'predict'. ``job_name``: TPUConfig.tpu_job_name, the TPU workers' job
+    when it is not the one the TPU reports.
     """
-    if what == "predict":
-        raise refuse_predict()
     from ..tpu_connection import resolve_tpu
 
     # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
@@ -212,7 +204,24 @@ class TPU(Backend):
                          loop.run)
 
     def build_predict(self, est, input_fn, select) -> PredictGraph:
-        raise refuse_predict()
+        from .tpu_predict_graph import build_tpu_predict_graph
+        from .tpu_runtime import TPUHostDriver
+
+        _refuse_unsupported(est)
+        system = self.system()
+        built = build_tpu_predict_graph(est, input_fn, system, job=self.job)
+        _refuse_tpu_embedding(tf.compat.v1.get_default_graph())
+        outputs = [replica[0] for replica in built.replicated]
+        with tf.device(built.replica_hosts[0]), tf.name_scope("tpu_predict_loop"):
+            computed = tf.group(*outputs, name="computed")  # every core's step, not only replica 0's
+        predictions = select(built.predictions)
+        # The infeed loops have one step each: no iterations variable to set before a run.
+        driver = TPUHostDriver(tuple(zip(dict.fromkeys(built.replica_hosts), built.infeed_loops)), None, None, None,
+                               self.error_grace_secs,
+                               initial_sleep_secs=est.config.tpu_config.initial_infeed_sleep_secs)
+        loop = _TPUPredictLoop(driver, computed, predictions, built.stopping)
+        return PredictGraph(built.spec, predictions, tf.group(*built.initializers), loopable=True,
+                            empty_batch_ends=False, run_batch=loop.run_batch)
 
     # -- sessions -------------------------------------------------------------
     def session(self, user_config, built=None) -> SessionSetup:
@@ -293,6 +302,24 @@ class _TPUEvalLoop:
             count += state["real"]
             ended = state["ended"]
         return count
+
+
+class _TPUPredictLoop:
+    """One predict step per session run: the hosts' infeed threads beside one run of the computation, the
+    replicas' predictions and the stopping signal (dequeued from the outfeed by that same run).
+    """
+
+    def __init__(self, driver, computed, predictions, stopping):
+        self.driver, self.fetches = driver, [computed, predictions, stopping]
+
+    def run_batch(self, run, session):
+        from ..host_infeed import feeding
+
+        with feeding(self.driver, session, 1) as feed:
+            _, predictions, stopping = run(self.fetches)
+            feed.ran = 1
+        # Every host's input had ended: this run's batch holds no real rows, and none follow.
+        return None if stopping else predictions
 
 
 def _refuse_unsupported(est):

@@ -216,7 +216,8 @@ class TPUHostDriver:
         self.error_grace_secs = ERROR_GRACE_SECS if error_grace_secs is None else error_grace_secs
 
     def set_iterations(self, session, steps: int):
-        session.run(self._assign, {self._feed: steps})
+        if self._assign is not None:  # None: the loops have a fixed length (prediction: one step per run)
+            session.run(self._assign, {self._feed: steps})
 
     def start(self, session, steps: int) -> LoopThreads:
         sleep, self.initial_sleep_secs = self.initial_sleep_secs, None
