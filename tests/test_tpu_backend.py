@@ -661,11 +661,12 @@ def test_ctrl_c_during_predict_shuts_the_tpu_down(tmp_path):
     assert chip.kinds()[-1] == "shutdown"
 
 
-def test_an_infeed_thread_error_ends_predict_with_that_error(tmp_path):
-    with fake_tpu_worker(32, 4, predict_rows=_host_rows(4, 8), fail_infeed_at=(2, 0)) as chip:
+@pytest.mark.parametrize("hooks", [[], [tf.compat.v1.train.StepCounterHook(every_n_steps=1)]])
+def test_an_infeed_thread_error_ends_predict_with_that_error(tmp_path, hooks):
+    with fake_tpu_worker(32, 4, predict_rows=_host_rows(4, 8), fail_infeed_at=(2, 1)) as chip:
         start = time.monotonic()
-        with pytest.raises(tf.errors.InvalidArgumentError, match="fake infeed failure on host 2 at step 0"):
-            list(_predictor(tmp_path, 32).predict(_predict_input_fn(4)))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fake infeed failure on host 2 at step 1"):
+            list(_predictor(tmp_path, 32).predict(_predict_input_fn(4), hooks=hooks))
     # Not a hang: the step waiting for host 2's infeed was cancelled by closing the session.
     assert time.monotonic() - start < 15
     assert chip.kinds()[-1] == "shutdown"
