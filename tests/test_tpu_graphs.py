@@ -289,3 +289,33 @@ def test_evaluation_graph_pads_shards_and_sends_eval_metrics_through_the_outfeed
     assert any("boolean_mask" in consumer.name for consumer in labels.outputs[0].consumers())
     assert ops_without_tpu_kernel(graph) == []
     assert built.real_rows.dtype == tf.int64
+
+
+@pytest.mark.parametrize("input_mode", [True, tpu_nb.InputPipelineConfig.PER_HOST_V2,
+                                        tpu_nb.InputPipelineConfig.PER_SHARD_V1])
+def test_each_input_fn_call_knows_its_host_as_on_simulated_shards(tmp_path, input_mode):
+    """params['context'] in input_fn says which host a call feeds, so a pod's hosts read disjoint data."""
+    calls, model_contexts = [], []
+
+    def input_fn(params):
+        ctx = params["context"]
+        calls.append((ctx.current_host, ctx.current_input_fn_deployment()))
+        return train_input_fn(params).shard(ctx.num_hosts, ctx.current_host)
+
+    def model_fn(features, labels, mode, params):
+        model_contexts.append(params["context"])
+        return _model_fn()(features, labels, mode, params)
+
+    with fake_tpu(32, 4) as system:
+        _build(_estimator(tmp_path, 32, fn=model_fn, input_mode=input_mode), system, input_fn=input_fn)
+    if input_mode is tpu_nb.InputPipelineConfig.PER_SHARD_V1:  # one call per core (True, PER_HOST_V1, == 1)
+        assert [host for host, _ in calls] == [r // 8 for r in range(32)]
+        assert [d[1:] for _, d in calls] == [(r, 32, 1) for r in range(32)]
+    else:  # one call per host
+        assert [host for host, _ in calls] == [0, 1, 2, 3]
+        assert [d[1:] for _, d in calls] == [(h, 4, 8) for h in range(4)]
+    assert [d[0] for _, d in calls][-1] == "/job:worker/task:3/device:CPU:0"  # TF's DeviceAssignment.host_device
+    ctx = model_contexts[0]
+    assert ctx.device_for_replica(9) == ("/job:worker/task:1/device:CPU:0", 1)
+    with pytest.raises(RuntimeError, match="must not be called from model_fn"):
+        ctx.current_host  # noqa: B018 - only inside input_fn, as the original

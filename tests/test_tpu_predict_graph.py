@@ -221,7 +221,7 @@ def test_the_stopping_signal_is_set_on_the_batches_after_the_input_ends(tmp_path
         with graph.as_default():
             inputs = _PredictInputs(est, predict_input_fn, ModeKeys.PREDICT, built.plan, system.device_assignment(),
                                     built.replica_hosts, pad=True)
-            flat = inputs._flat(inputs._iterator("/cpu:0").get_next())
+            flat = inputs._flat(inputs._iterator("/cpu:0", ("/cpu:0", 0, 1, 8)).get_next())
     batch = PER_SHARD * 8
     with tf.compat.v1.Session(graph=graph) as sess:
         sess.run(inputs.initializers)

@@ -137,11 +137,25 @@ class _HostInputs:
         self.initializers: List[Any] = []
         hosts = list(dict.fromkeys(replica_hosts))  # in the order of their first replica
         self.replicas_of = {h: [r for r, rh in enumerate(replica_hosts) if rh == h] for h in hosts}
+        # params['context'] for input_fn and model_fn, as on simulated shards: which host an input_fn call
+        # feeds (without it every host of a pod read the whole input, so each example counted once per host).
+        from ..sharded_inputs import InputContext
+        from ..topology import Topology
 
-    def _iterator(self, device):
+        layout = Topology("tpu", len(replica_hosts), len(hosts), devices=(), device_type="TPU", description="TPU",
+                          host_devices=tuple(hosts), local_host_ids=tuple(range(len(hosts))))
+        self.context = InputContext(layout, mode, plan)
+
+    def _iterator(self, device, deployment):
+        """One input_fn call on ``device``; ``deployment``: what current_input_fn_deployment() answers in it."""
+        self.context._deployment = deployment  # noqa: SLF001 - set only while this input_fn call runs
+        try:
+            with tf.device(device):
+                returned = call_input_fn(self._input_fn, self._mode, self._est.config, self._est.params,
+                                         self._plan.input_fn_batch, self.context)
+        finally:
+            self.context._deployment = None  # noqa: SLF001
         with tf.device(device):
-            returned = call_input_fn(self._input_fn, self._mode, self._est.config, self._est.params,
-                                     self._plan.input_fn_batch)
             if not isinstance(returned, tf.data.Dataset):
                 raise ValueError("On a TPU, input_fn must return a tf.data.Dataset (the infeed needs a batch "
                                  f"per step), got {type(returned).__name__}: wrap the tensors with "
@@ -178,10 +192,11 @@ class _HostInputs:
         """The op that enqueues ``iterations`` steps of ``host``'s shards, as one host-side loop."""
         replicas = self.replicas_of[host]
         mode = self._plan.input_mode
-        if mode == InputPipelineConfig.PER_SHARD_V1:
-            iterators = [self._iterator(host) for _ in replicas]
-        else:
-            iterators = [self._iterator(host)]
+        if mode == InputPipelineConfig.PER_SHARD_V1:  # one call per replica, numbered over all replicas
+            iterators = [self._iterator(host, (host, r, self.context.num_replicas, 1)) for r in replicas]
+        else:  # one call per host
+            host_index = list(self.replicas_of).index(host)
+            iterators = [self._iterator(host, (host, host_index, len(self.replicas_of), len(replicas)))]
 
         def shards():
             if mode == InputPipelineConfig.PER_HOST_V1:
@@ -302,7 +317,7 @@ def build_tpu_train_graph(est, input_fn, iterations, system: TPUSystem, job: Opt
     def step(last_loss):
         features, labels = inputs.dequeue()
         spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
-                             plan.model_fn_batch, use_tpu=True)
+                             plan.model_fn_batch, use_tpu=True, context=inputs.context)
         captured.setdefault("spec", spec)
         deps = [spec.train_op]
         if getattr(spec, "host_call", None) is not None:
@@ -367,7 +382,7 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
     def step(total_loss):
         features, labels, mask = inputs.dequeue()
         spec = call_model_fn(est.model_fn, features, labels, ModeKeys.EVAL, est.config, est.params,
-                             plan.model_fn_batch, use_tpu=True, allow_estimator_spec=False)
+                             plan.model_fn_batch, use_tpu=True, context=inputs.context, allow_estimator_spec=False)
         captured.setdefault("spec", spec)
         loss = tf.cast(spec.loss, tf.float32)
         metric_tensors = (_flatten_fn_tensors("eval_metrics", spec.eval_metrics)[2]

@@ -140,7 +140,8 @@ def build_tpu_predict_graph(est, input_fn, system: TPUSystem, job: str = "worker
     def computation():
         shard = inputs.dequeue()
         spec = call_model_fn(est.model_fn, shard["features"], shard.get("labels"), ModeKeys.PREDICT, est.config,
-                             est.params, plan.model_fn_batch, use_tpu=True, allow_estimator_spec=False)
+                             est.params, plan.model_fn_batch, use_tpu=True, allow_estimator_spec=False,
+                             context=inputs.context)
         predictions = _check_predictions(spec.predictions, plan.model_fn_batch)
         captured.update(spec=spec, keys=sorted(predictions))
         # The mask and the signal travel with the predictions: the host reads all three from one dequeue.
