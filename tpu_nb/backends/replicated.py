@@ -21,6 +21,7 @@ from ..sharded import ShardedStep, sharded_scope
 from ..sharded_inputs import InputContext, ShardedInput
 from .base import Backend, EvalGraph, PredictGraph, SessionSetup, TrainGraph
 from .device_loop import train_while_loop
+from .tpu_semantics import refuse_v1_summaries, require_batch_and_steps
 
 _log = logging.getLogger("tpu_nb")
 
@@ -40,20 +41,10 @@ class Replicated(Backend):
 
     # -- arguments ------------------------------------------------------------
     def check_train_args(self, est, steps, max_steps):
-        if est.train_batch_size is None:
-            raise ValueError(f"train_batch_size is required to train on {self.description}: pass the global "
-                             "batch size, e.g. TPUEstimator(..., train_batch_size=1024).")
-        if steps is None and max_steps is None:
-            raise ValueError(f"Training on {self.description} needs steps or max_steps "
-                             "(the device loop has a fixed length). Pass train(..., steps=N).")
+        require_batch_and_steps(self.description, est, steps, max_steps)
 
     def check_host_call_graph(self, graph):
-        if graph.get_collection(tf.compat.v1.GraphKeys.SUMMARIES):
-            raise ValueError(
-                "host_call created tf.compat.v1.summary ops, which cannot run on the host of a sharded run "
-                "(the original TPUEstimator refused them too). Use tf.summary (v2) with a writer: "
-                "with tf.summary.create_file_writer(model_dir).as_default(): tf.summary.scalar(...)."
-            )
+        refuse_v1_summaries(graph)
 
     # -- building -------------------------------------------------------------
     def build_train(self, est, input_fn, iterations) -> TrainGraph:

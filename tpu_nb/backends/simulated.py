@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..sharded import make_mirrored_strategy
 from .replicated import Replicated
+from .tpu_semantics import refuse_chief_hooks
 
 
 class Simulated(Replicated):
@@ -13,9 +14,4 @@ class Simulated(Replicated):
         return make_mirrored_strategy(self.topology.devices)
 
     def check_chief_hooks(self, spec):
-        if spec.training_chief_hooks:
-            # The original's TPU training step refused them; its key phrase is kept for callers.
-            raise ValueError(
-                "training_chief_hooks returned by EstimatorSpec is not supported in TPUEstimator "
-                f"(training on {self.description}): return them as training_hooks, or pass "
-                "them to train(hooks=...).")
+        refuse_chief_hooks(self.description, spec)

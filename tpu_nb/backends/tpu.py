@@ -26,6 +26,7 @@ from typing import Optional
 import tensorflow as tf
 
 from .base import Backend, EvalGraph, PredictGraph, SessionSetup, TrainGraph
+from .tpu_semantics import refuse_chief_hooks, refuse_v1_summaries, require_batch_and_steps
 
 _log = logging.getLogger("tpu_nb")
 
@@ -95,24 +96,13 @@ class TPU(Backend):
     # -- arguments ------------------------------------------------------------
     def check_train_args(self, est, steps, max_steps):
         _refuse_unsupported(est)
-        if est.train_batch_size is None:
-            raise ValueError(f"train_batch_size is required to train on {self.description}: pass the global "
-                             "batch size, e.g. TPUEstimator(..., train_batch_size=1024).")
-        if steps is None and max_steps is None:
-            raise ValueError(f"Training on {self.description} needs steps or max_steps "
-                             "(the device loop has a fixed length). Pass train(..., steps=N).")
+        require_batch_and_steps(self.description, est, steps, max_steps)
 
     def check_chief_hooks(self, spec):
-        if spec.training_chief_hooks:
-            raise ValueError(
-                "training_chief_hooks returned by EstimatorSpec is not supported in TPUEstimator "
-                f"(training on {self.description}): return them as training_hooks, or pass "
-                "them to train(hooks=...).")
+        refuse_chief_hooks(self.description, spec)
 
     def check_host_call_graph(self, graph):
-        from .replicated import Replicated
-
-        Replicated.check_host_call_graph(self, graph)  # the same refusal of tf.compat.v1.summary ops
+        refuse_v1_summaries(graph)
 
     # -- building -------------------------------------------------------------
     def system(self):

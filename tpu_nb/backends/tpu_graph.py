@@ -178,14 +178,17 @@ class _HostInputs:
             structure = (*split_features_labels(element), mask)
         else:
             structure = split_features_labels(element)
+        return self._static_flat(structure, "batch with drop_remainder=True and give every feature a fixed shape")
+
+    def _static_flat(self, structure, fix):
+        """``structure`` flattened for the infeed (the first one is kept to pack dequeues); static shapes only."""
         flat = tf.nest.flatten(structure)
         if self.structure is None:
             self.structure = structure
         for t in flat:
             if not t.shape.is_fully_defined():
-                raise ValueError(
-                    f"The TPU infeed needs static shapes, but input_fn gives {t.name} the shape {t.shape}: "
-                    "batch with drop_remainder=True and give every feature a fixed shape.")
+                raise ValueError(f"The TPU infeed needs static shapes, but input_fn gives {t.name} the shape "
+                                 f"{t.shape}: {fix}.")
         return flat
 
     def infeed_loop(self, host, iterations):

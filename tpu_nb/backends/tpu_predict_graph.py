@@ -70,15 +70,7 @@ class _PredictInputs(_HostInputs):
         structure = {"features": features, "mask": mask, "stop": stop}
         if labels is not None:
             structure["labels"] = labels
-        flat = tf.nest.flatten(structure)
-        if self.structure is None:
-            self.structure = structure
-        for t in flat:
-            if not t.shape.is_fully_defined():
-                raise ValueError(
-                    f"The TPU infeed needs static shapes, but input_fn gives {t.name} the shape {t.shape}: give "
-                    "every feature a fixed shape except the batch dimension (axis 0).")
-        return flat
+        return self._static_flat(structure, "give every feature a fixed shape except the batch dimension (axis 0)")
 
     def per_shard_specs(self):
         """The structure each core dequeues, as TensorSpecs of the per-shard shapes the infeed carries."""
