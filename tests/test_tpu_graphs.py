@@ -158,22 +158,28 @@ def test_other_input_modes_feed_the_same_shards(tmp_path, input_mode, input_fn_c
     assert _shapes(dequeue) == [[PER_SHARD, FEATURES], [PER_SHARD]]
 
 
-@pytest.mark.parametrize("cores,hosts", TOPOLOGIES)
-def test_host_call_leaves_through_the_outfeed_and_is_dequeued_in_replica_order(tmp_path, cores, hosts):
-    with fake_tpu(cores, hosts) as system:
-        graph, built = _build(_estimator(tmp_path, cores), system)
+def assert_one_outfeed_dequeued_per_replica_in_order(graph, built, system):
+    """One outfeed enqueue in the computation, no host-side queue, a dequeue per replica on its host in order."""
     nodes = list(_node_defs(graph))
     assert sum(n.op == "OutfeedEnqueueTuple" for n in nodes) == 1
     assert not [n.name for n in nodes if "Queue" in n.op]  # no host-side FIFOQueue anywhere
     assignment = system.device_assignment()
     dequeues = built.outfeed_dequeues
-    assert [op.get_attr("device_ordinal") for op in dequeues] == [assignment.tpu_ordinal(r) for r in range(cores)]
+    assert [op.get_attr("device_ordinal") for op in dequeues] == [assignment.tpu_ordinal(r)
+                                                                   for r in range(built.num_replicas)]
     assert [op.device for op in dequeues] == list(built.replica_hosts)
+
+
+@pytest.mark.parametrize("cores,hosts", TOPOLOGIES)
+def test_host_call_leaves_through_the_outfeed_and_is_dequeued_in_replica_order(tmp_path, cores, hosts):
+    with fake_tpu(cores, hosts) as system:
+        graph, built = _build(_estimator(tmp_path, cores), system)
+    assert_one_outfeed_dequeued_per_replica_in_order(graph, built, system)
     # Each host_call tensor is the replicas' entries concatenated in replica order.
     loss_value, rows, step = built.host_call_outputs
     concat_ops = [op for op in graph.get_operations() if op.type == "ConcatV2"]
     labels = next(op for op in concat_ops if op.inputs[0].shape.as_list() == [PER_SHARD])
-    assert [t.op for t in labels.inputs[:-1]] == list(dequeues)
+    assert [t.op for t in labels.inputs[:-1]] == list(built.outfeed_dequeues)
     assert labels.outputs[0].shape.as_list() == [PER_SHARD * cores]
     assert step.dtype == tf.int64
 

@@ -16,7 +16,8 @@ import tf_keras
 
 import tpu_nb
 from model_zoo import CLASSES, FEATURES, predict_input_fn
-from test_tpu_graphs import TOPOLOGIES, _node_defs, _shapes, _variables, fake_tpu
+from test_tpu_graphs import (TOPOLOGIES, _node_defs, _shapes, _variables, assert_one_outfeed_dequeued_per_replica_in_order,
+                             fake_tpu)
 from tpu_nb.backends import one_device_backend, select_backend
 from tpu_nb.backends.tpu_predict_graph import _PredictInputs, build_tpu_predict_graph
 from tpu_nb.modes import ModeKeys
@@ -134,20 +135,14 @@ def test_labels_from_input_fn_travel_with_the_features(tmp_path):
 def test_predictions_leave_through_the_outfeed_and_are_dequeued_in_replica_order(tmp_path, cores, hosts):
     with fake_tpu(cores, hosts) as system:
         graph, built = _build(_estimator(tmp_path, cores), system)
-    nodes = list(_node_defs(graph))
-    assert sum(n.op == "OutfeedEnqueueTuple" for n in nodes) == 1
-    assert not [n.name for n in nodes if "Queue" in n.op]  # no host-side FIFOQueue anywhere
-    assignment = system.device_assignment()
-    dequeues = built.outfeed_dequeues
-    assert [op.get_attr("device_ordinal") for op in dequeues] == [assignment.tpu_ordinal(r) for r in range(cores)]
-    assert [op.device for op in dequeues] == list(built.replica_hosts)
+    assert_one_outfeed_dequeued_per_replica_in_order(graph, built, system)
     assert set(built.predictions) == {"class_ids", "logits"}
     concat_ops = [op for op in graph.get_operations() if op.type == "ConcatV2"]
     for key, width in (("class_ids", []), ("logits", [CLASSES])):
         # Each prediction: the replicas' rows concatenated in replica order, then the padding rows removed.
         joined = next(op for op in concat_ops if op.inputs[0].dtype == built.predictions[key].dtype
                       and op.inputs[0].shape.as_list() == [PER_SHARD] + width)
-        assert [t.op for t in joined.inputs[:-1]] == list(dequeues)
+        assert [t.op for t in joined.inputs[:-1]] == list(built.outfeed_dequeues)
         assert joined.outputs[0].shape.as_list() == [PER_SHARD * cores] + width
         assert any("real_rows" in consumer.name for consumer in joined.outputs[0].consumers())
     assert built.mask.shape.as_list() == [PER_SHARD * cores] and built.mask.dtype == tf.bool
