@@ -478,7 +478,8 @@ def test_a_failed_computation_ends_the_run_with_its_error_and_releases_the_infee
     assert chip.kinds()[-1] == "shutdown"
 
 
-def test_ctrl_c_stops_at_a_loop_boundary_with_a_checkpoint(tmp_path):
+def test_ctrl_c_stops_at_a_loop_boundary_with_a_checkpoint(tmp_path, sigint_handler):
+    sigint_handler(signal.default_int_handler)  # as in an interactive session: the suite may start with it ignored
     class InterruptAfterFirstLoop(tf.compat.v1.train.SessionRunHook):
         def __init__(self):
             self.runs = 0
@@ -650,7 +651,8 @@ def test_predict_shuts_the_tpu_down_when_the_caller_stops_early(tmp_path, how):
     assert kinds.count("predict_step") == 1 and kinds[-1] == "shutdown"
 
 
-def test_ctrl_c_during_predict_shuts_the_tpu_down(tmp_path):
+def test_ctrl_c_during_predict_shuts_the_tpu_down(tmp_path, sigint_handler):
+    sigint_handler(signal.default_int_handler)  # as in an interactive session: the suite may start with it ignored
     class InterruptAfterFirstBatch(tf.compat.v1.train.SessionRunHook):
         def after_run(self, run_context, run_values):
             os.kill(os.getpid(), signal.SIGINT)
