@@ -58,8 +58,7 @@ class HostCallQueue:
         """
         # Copies: under TF1 behaviour a RefVariable's read (the global step, a variable the user passes)
         # aliases the variable's buffer, so a queued value would change with later steps' updates.
-        copies = [tf.raw_ops.DeepCopy(x=t) for t in self._flat]
-        _order_writes_after(copies)
+        copies = taken_before_updates(self._flat)
         values = [tf.raw_ops.DeepCopy(x=tf.cast(global_step, tf.int64))] + copies
         if self.every_n_steps == 1:
             return self.queue.enqueue(values)
