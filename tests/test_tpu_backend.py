@@ -32,7 +32,7 @@ from tensorflow.python.training import session_manager
 import tpu_nb
 from tpu_nb import events, prediction
 from model_zoo import CLASSES, FEATURES, eval_input_fn, train_input_fn
-from test_tpu_graphs import PER_SHARD, _model_fn, fake_tpu
+from test_tpu_graphs import PER_SHARD, _model_fn, fake_tpu, host_side_graph_def
 from tpu_nb.backends import select_backend
 from tpu_nb.backends import tpu_runtime
 from tpu_nb.graph_walk import upstream_ops
@@ -199,13 +199,7 @@ class FakeChip:
         """The fetched host-side tensors after the outfeed, run on this CPU with the replicas' outfeed fed in."""
         key = (graph, tuple(t.name for t in tensors))
         if key not in self._host_copies:
-            names = [t.op.name for t in tensors]
-            sub = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), names)
-            kept = [n for n in sub.node if n.op != "OutfeedDequeueTuple"]
-            del sub.node[:]
-            sub.node.extend(kept)
-            for node in sub.node:
-                node.device = ""
+            sub = host_side_graph_def(graph, [t.op.name for t in tensors])
             copy = tf.Graph()
             with copy.as_default():
                 placeholders = {op.name: [tf.compat.v1.placeholder(t.dtype, t.shape) for t in op.outputs]

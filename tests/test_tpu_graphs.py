@@ -96,6 +96,20 @@ def _node_defs(graph):
         yield from function.node_def
 
 
+def host_side_graph_def(graph, names):
+    """The part of ``graph`` that ``names`` need, cut at the outfeed dequeues (device-free, for this CPU).
+
+    The dequeues' outputs are then the sub-graph's missing inputs: a test maps placeholders onto them.
+    """
+    sub = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), names)
+    kept = [n for n in sub.node if n.op != "OutfeedDequeueTuple"]
+    del sub.node[:]
+    sub.node.extend(kept)
+    for node in sub.node:
+        node.device = ""
+    return sub
+
+
 def _shapes(node_def):
     return [[d.size for d in shape.dim] for shape in node_def.attr["shapes"].list.shape]
 

@@ -17,7 +17,7 @@ import tf_keras
 import tpu_nb
 from model_zoo import CLASSES, FEATURES, predict_input_fn
 from test_tpu_graphs import (TOPOLOGIES, _node_defs, _shapes, _variables, assert_one_outfeed_dequeued_per_replica_in_order,
-                             fake_tpu)
+                             fake_tpu, host_side_graph_def)
 from tpu_nb.backends import one_device_backend, select_backend
 from tpu_nb.backends.tpu_predict_graph import _PredictInputs, build_tpu_predict_graph
 from tpu_nb.modes import ModeKeys
@@ -157,13 +157,7 @@ def _host_side(graph, built):
     """
     fetches = [built.predictions, built.stopping]
     names = [t.op.name for t in tf.nest.flatten(fetches)]
-    sub = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), names)
-    dequeued = {op.name: op for op in built.outfeed_dequeues}
-    kept = [n for n in sub.node if n.name not in dequeued]
-    del sub.node[:]
-    sub.node.extend(kept)
-    for node in sub.node:
-        node.device = ""
+    sub = host_side_graph_def(graph, names)
     host = tf.Graph()
     with host.as_default():
         placeholders = {t.name: tf.compat.v1.placeholder(t.dtype, t.shape) for op in built.outfeed_dequeues
