@@ -13,6 +13,7 @@ the same values the canvas draws. Skipped, with the reason, without /usr/bin/chr
 import importlib.resources
 import json
 import re
+import time
 
 import pytest
 
@@ -256,6 +257,8 @@ LOSS_RANGE = """() => {
   return {x: chart.dataset.xRange.split(",").map(Number), points: chart.dataset.points};
 }"""
 
+LOSS_POINTS_ARE = "(n) => document.querySelector(\".tpunb-chart[data-chart='loss']\").dataset.points === n"
+
 
 def test_a_drag_zoom_survives_live_updates_until_a_double_click():
     require_browser()
@@ -280,6 +283,8 @@ def test_a_drag_zoom_survives_live_updates_until_a_double_click():
                           {"type": "delta", "status": {"phase": "running"},
                            "series": {"loss": [[start, start + 100], [0.01, 0.01]]}})
             page.wait_for_timeout(60)
+        # While a run goes, charts are redrawn at most once a second: wait for the one after the last loop.
+        page.wait_for_function(LOSS_POINTS_ARE, arg=str(len(steps) + 6), timeout=5000)
         after = page.evaluate(LOSS_RANGE)
         assert after["x"] == zoomed["x"] and after["points"] == str(len(steps) + 6), after
 
@@ -289,5 +294,37 @@ def test_a_drag_zoom_survives_live_updates_until_a_double_click():
         assert page.evaluate(LOSS_RANGE)["x"] == [20, 3520]
         page.evaluate("(m) => window.tpunbSend(m)",
                       {"type": "delta", "status": {"phase": "running"}, "series": {"loss": [[3620], [0.01]]}})
-        page.wait_for_timeout(60)
+        page.wait_for_function(LOSS_POINTS_ARE, arg=str(len(steps) + 7), timeout=5000)
         assert page.evaluate(LOSS_RANGE)["x"] == [20, 3620]
+
+
+def test_a_running_chart_is_redrawn_about_once_a_second_and_a_finished_one_at_once():
+    """A browser on the training machine takes its CPU from training: redrawing charts is most of
+    what a live view costs, so a stream of updates redraws them about once a second; the run's end
+    draws at once."""
+    require_browser()
+    steps = list(range(10, 201, 10))
+    snapshot = {"status": {"phase": "running"}, "series": {"loss": [steps, [1.0] * len(steps)]}}
+    with chromium_page(viewport=(1200, 900)) as page:
+        page.goto("about:blank")
+        page.evaluate(RENDER_LIVE, [_module(), snapshot])
+        page.evaluate("""() => { window.redraws = 0;
+            new MutationObserver(() => { window.redraws += 1; }).observe(
+                document.querySelector(".tpunb-chart[data-chart='loss']"),
+                {attributes: true, attributeFilter: ["data-points"]}); }""")
+        started = time.monotonic()
+        for k in range(30):  # 30 loops, 50 ms apart: 1.5 s of a fast run
+            page.evaluate("(m) => window.tpunbSend(m)",
+                          {"type": "delta", "status": {"phase": "running", "step": 210 + 10 * k},
+                           "series": {"loss": [[210 + 10 * k], [0.5]]}})
+            page.wait_for_timeout(50)
+        elapsed = time.monotonic() - started
+        redraws = page.evaluate("() => window.redraws")
+        assert 1 <= redraws <= elapsed + 1, (redraws, elapsed)
+        # The status line follows every update, whatever the charts do.
+        assert "step 500" in page.locator(".tpunb-nums").text_content()
+
+        page.evaluate("(m) => window.tpunbSend(m)", {"type": "delta", "status": {"phase": "done"},
+                                                     "series": {"loss": [[510], [0.4]]}})
+        page.wait_for_timeout(150)
+        assert page.evaluate(LOSS_RANGE)["points"] == str(len(steps) + 31)

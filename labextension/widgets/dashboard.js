@@ -5,13 +5,19 @@
 // second and syncs the `snapshot` trait ({status, series}) at the start and end of a run; a snapshot
 // holds the whole history of the model_dir's runs in this session (a resumed run's chart starts at
 // step 0), already thinned in the kernel with each bucket's min and max kept. Each view keeps at
-// most MAX_POINTS points per series (thinned the same way) and redraws at most once per animation
-// frame, so the page stays light whatever the step rate.
+// most MAX_POINTS points per series (thinned the same way), redraws its status at most once per
+// animation frame and its charts at most once per CHART_INTERVAL_MS (none while off screen), so the
+// page stays light whatever the step rate.
 
 import uPlot from "uplot";
 import uPlotCss from "uplot/dist/uPlot.min.css";
 
 const MAX_POINTS = 2000;
+// While a run goes, charts are redrawn at most this often (the status line follows every update, up
+// to 4 a second): redrawing a chart is most of what a live dashboard costs the page, and a browser on
+// the training machine takes its CPU from training. State changes, user actions and the final state
+// draw at once.
+const CHART_INTERVAL_MS = 1000;
 // Readable on light and dark backgrounds alike (Tableau 10, slightly deepened).
 const COLORS = ["#1f77b4", "#e8710a", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const CHART_HEIGHT = 230;
@@ -31,7 +37,7 @@ const CSS = `
 .tpunb-badge[data-phase="done"] { background: #1f5fa8; }
 .tpunb-meta { color: var(--jp-ui-font-color2, #666); }
 .tpunb-bar { height: 6px; background: var(--jp-layout-color3, #eee); border-radius: 3px; margin: 6px 0 2px; overflow: hidden; }
-.tpunb-bar > div { height: 100%; width: 0; background: #1a7f37; transition: width .2s; }
+.tpunb-bar > div { height: 100%; width: 0; background: #1a7f37; }
 .tpunb-nums { font-variant-numeric: tabular-nums; }
 .tpunb-controls { display: flex; gap: 12px; align-items: center; margin: 4px 0; flex-wrap: wrap; }
 .tpunb-controls button { padding: 1px 10px; }
@@ -53,6 +59,19 @@ function el(tag, cls, text) {
   if (cls) node.className = cls;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+// Writes only on change: assigning the same text still replaces the node's text and lays the page out.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+// Compared with what was last written: the browser reads colours back in its own notation.
+const written = new WeakMap();
+function setStyle(node, name, value) {
+  let last = written.get(node);
+  if (!last) written.set(node, (last = {}));
+  if (last[name] !== value) { last[name] = value; node.style[name] = value; }
 }
 
 function fmt(x, digits = 4) {
@@ -260,35 +279,35 @@ function render({ model, el: root }) {
 
   function drawStatus() {
     const phase = status.phase || "starting";
-    badge.dataset.phase = phase;
-    badge.textContent = status.state || phase;
-    title.textContent = `tpu_nb ${status.kind || "train"}`;
+    if (badge.dataset.phase !== phase) badge.dataset.phase = phase;
+    setText(badge, status.state || phase);
+    setText(title, `tpu_nb ${status.kind || "train"}`);
     const parts = [];
     if (status.backend) parts.push(`${status.backend} · ${status.num_shards} shard(s) × ${status.num_hosts} host(s)`);
     if (status.global_batch_size) parts.push(`batch ${status.global_batch_size} (${status.per_shard_batch_size}/shard)`);
     if (status.iterations_per_loop) parts.push(`${status.iterations_per_loop} steps/loop`);
     if (status.model_dir) parts.push(status.model_dir);
     if (status.note) parts.push(status.note);
-    meta.textContent = parts.join(" · ");
+    setText(meta, parts.join(" · "));
     const f = status.fraction;
-    fill.style.width = f === null || f === undefined ? "0" : `${(100 * f).toFixed(1)}%`;
-    fill.style.background = phase === "failed" ? "#c62828" : phase === "stopped" ? "#b35900" : "#1a7f37";
+    setStyle(fill, "width", f === null || f === undefined ? "0" : `${(100 * f).toFixed(1)}%`);
+    setStyle(fill, "background", phase === "failed" ? "#c62828" : phase === "stopped" ? "#b35900" : "#1a7f37");
     const step = status.step === null || status.step === undefined ? "—" : status.step;
     const target = status.target_step === null || status.target_step === undefined ? "" : ` / ${status.target_step}`;
-    nums.textContent = [
+    setText(nums, [
       `step ${step}${target}`,
       `loss ${fmt(status.loss)}`,
       `${fmt(status.steps_per_sec)} steps/s`,
       `${fmt(status.examples_per_sec)} examples/s`,
       `ETA ${phase === "running" ? fmtTime(status.eta_seconds) : "—"}`,
       `elapsed ${fmtTime(status.elapsed_seconds)}`,
-    ].join("  ·  ");
+    ].join("  ·  "));
     const live = phase === "running" || phase === "starting";
     stop.disabled = !live || stopSent;
-    if (phase === "stopping" || (stopSent && live)) stop.textContent = "Stopping…";
-    else stop.textContent = "■ Stop";
-    hint.textContent = stopSent && live && !status.fast_stop
-      ? "this kernel handles Stop when idle: use Interrupt (■ in the toolbar) for a foreground run" : "";
+    if (phase === "stopping" || (stopSent && live)) setText(stop, "Stopping…");
+    else setText(stop, "■ Stop");
+    setText(hint, stopSent && live && !status.fast_stop
+      ? "this kernel handles Stop when idle: use Interrupt (■ in the toolbar) for a foreground run" : "");
   }
 
   // Hover read-out of the step: "1,200 · 12:03:41" (the wall time of the loop that ended there).
@@ -413,32 +432,54 @@ function render({ model, el: root }) {
     dirty = false;
   }
 
-  function redraw(rebuild = false) {
+  // urgent: draw the charts in the next frame, whenever they were last drawn.
+  function redraw(rebuild = false, urgent = false) {
     if (rebuild) pendingRebuild = true;
+    if (urgent) chartsUrgent = true;
     if (frame !== null) return;
     frame = requestAnimationFrame(() => {
       frame = null;
       drawStatus();
-      const again = pendingRebuild; pendingRebuild = false;
-      drawCharts(again);
+      chartsWhenDue();
     });
   }
   let pendingRebuild = false;
+  let chartsUrgent = true;  // the first data draw at once
+  let chartTimer = null;
+  let lastChartDraw = -Infinity;
+  let onScreen = true;  // false while the dashboard is scrolled out of view: charts wait for it
+
+  function chartsWhenDue() {
+    if (!dirty && !pendingRebuild) return;
+    if (!onScreen) return;  // drawn when it scrolls back into view
+    const phase = status.phase || "starting";
+    const live = phase === "running" || phase === "starting" || phase === "stopping";
+    const wait = lastChartDraw + CHART_INTERVAL_MS - performance.now();
+    if (!live || pendingRebuild || chartsUrgent || charts.size === 0 || wait <= 0) {
+      if (chartTimer !== null) { clearTimeout(chartTimer); chartTimer = null; }
+      const again = pendingRebuild; pendingRebuild = false; chartsUrgent = false;
+      drawCharts(again);
+      lastChartDraw = performance.now();
+    } else if (chartTimer === null) {
+      chartTimer = setTimeout(() => { chartTimer = null; redraw(); }, wait);
+    }
+  }
 
   function applySnapshot(snap) {
     if (!snap) return;
     status = snap.status || status;
     applySeries(snap.series, true);
-    redraw();
+    redraw(false, true);
   }
 
   function onMessage(msg) {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "snapshot") { applySnapshot(msg); return; }
     if (msg.type === "delta") {
+      const phase = status.phase;
       status = msg.status || status;
       applySeries(msg.series, false);
-      redraw();
+      redraw(false, status.phase !== phase);  // started, stopping, stopped: at once
     }
   }
 
@@ -459,6 +500,14 @@ function render({ model, el: root }) {
   // A JupyterLab theme switch changes the ink colour: charts are rebuilt with the new one.
   const themeWatch = typeof MutationObserver !== "undefined" ? new MutationObserver(() => redraw(true)) : null;
   if (themeWatch) themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
+  // Off screen, the charts are not redrawn (a long notebook scrolled past a running dashboard).
+  const seen = typeof IntersectionObserver !== "undefined" ? new IntersectionObserver((entries) => {
+    const visible = entries.some((entry) => entry.isIntersecting);
+    if (visible === onScreen) return;
+    onScreen = visible;
+    if (visible) redraw(false, true);
+  }) : null;
+  if (seen) seen.observe(box);
 
   applySnapshot(model.get("snapshot"));
   // A view opened mid-run (page reload, second view) asks for everything sent so far.
@@ -470,7 +519,9 @@ function render({ model, el: root }) {
     model.off("change:snapshot", onSnapshot);
     if (resize) resize.disconnect();
     if (themeWatch) themeWatch.disconnect();
+    if (seen) seen.disconnect();
     if (frame !== null) cancelAnimationFrame(frame);
+    if (chartTimer !== null) clearTimeout(chartTimer);
     for (const chart of charts.values()) if (chart.plot) chart.plot.destroy();
   };
 }
