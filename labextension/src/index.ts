@@ -16,6 +16,7 @@ import {
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
+import type { Message } from '@lumino/messaging';
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
@@ -245,8 +246,15 @@ class StatusItem extends Widget {
         parts.push(`${fmt(run.examples_per_sec, 3)} ex/s`);
       }
     }
-    this.node.textContent = parts.join(' · ');
-    this.node.dataset.state = run ? run.phase : 'idle';
+    // Written only on change: each status message (up to 4 a second) would otherwise lay out the bar.
+    const text = parts.join(' · ');
+    const state = run ? run.phase : 'idle';
+    if (this.node.textContent !== text) {
+      this.node.textContent = text;
+    }
+    if (this.node.dataset.state !== state) {
+      this.node.dataset.state = state;
+    }
   }
 
   private _registry: Registry;
@@ -265,7 +273,18 @@ class RunsPanel extends Widget {
     this.render();
   }
 
+  /** Shown again: catch up on the statuses that arrived while hidden. */
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.render();
+  }
+
   render(): void {
+    // A closed panel is not rebuilt on every status message (up to 4 a second during a run); it
+    // renders when shown.
+    if (!this.isVisible && this.node.childElementCount > 0) {
+      return;
+    }
     const link = this._registry.current;
     const status = link?.status ?? null;
     const node = this.node;
