@@ -211,6 +211,11 @@ function axisSize(u, values, axisIdx, cycleNum) {
   return Math.ceil(size) + 4;
 }
 
+// A run that may still send data (its charts are throttled; a view opened now asks for the history).
+function runGoing(phase) {
+  return phase === "running" || phase === "starting" || phase === "stopping";
+}
+
 function lastValue(values) {
   for (let i = values.length - 1; i >= 0; i--) {
     const y = values[i];
@@ -444,7 +449,7 @@ function render({ model, el: root }) {
     });
   }
   let pendingRebuild = false;
-  let chartsUrgent = true;  // the first data draw at once
+  let chartsUrgent = false;
   let chartTimer = null;
   let lastChartDraw = -Infinity;
   let onScreen = true;  // false while the dashboard is scrolled out of view: charts wait for it
@@ -452,8 +457,7 @@ function render({ model, el: root }) {
   function chartsWhenDue() {
     if (!dirty && !pendingRebuild) return;
     if (!onScreen) return;  // drawn when it scrolls back into view
-    const phase = status.phase || "starting";
-    const live = phase === "running" || phase === "starting" || phase === "stopping";
+    const live = runGoing(status.phase || "starting");
     const wait = lastChartDraw + CHART_INTERVAL_MS - performance.now();
     if (!live || pendingRebuild || chartsUrgent || charts.size === 0 || wait <= 0) {
       if (chartTimer !== null) { clearTimeout(chartTimer); chartTimer = null; }
@@ -512,7 +516,7 @@ function render({ model, el: root }) {
   applySnapshot(model.get("snapshot"));
   // A view opened mid-run (page reload, second view) asks for everything sent so far.
   const phase = (model.get("snapshot") || {}).status?.phase;
-  if (phase === "running" || phase === "starting" || phase === "stopping") model.send({ type: "hello" });
+  if (runGoing(phase)) model.send({ type: "hello" });
 
   return () => {
     model.off("msg:custom", onMessage);
