@@ -18,13 +18,15 @@ LONG_RUN = 200_000  # steps: only Stop ends it within the test
 
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
 
-# Runs code in the page's kernel (queued behind whatever runs) and resolves with its printed text.
-KERNEL_PRINT = """async (code) => {
-  const future = %s.requestExecute({ code, silent: false, store_history: false });
-  let text = '';
-  future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') text += msg.content.text; };
-  await future.done;
-  return text;
+# Runs code in the page's kernel (queued behind whatever runs) and resolves with the repr of an
+# expression evaluated after it. The value travels in the execute reply (user_expressions), not as
+# printed text: a stream message may reach the page after the reply and be missed.
+KERNEL_EVAL = """async ([code, expression]) => {
+  const future = %s.requestExecute(
+    { code, silent: false, store_history: false, user_expressions: { value: expression } });
+  const content = (await future.done).content;
+  const result = content.status === 'ok' ? content.user_expressions.value : content;
+  return result.status === 'ok' ? result.data['text/plain'] : `${result.ename}: ${result.evalue}`;
 }""" % KERNEL
 
 
@@ -83,8 +85,9 @@ def test_busy_during_a_foreground_run_and_stop_ends_the_cell_as_an_interrupt(tmp
 
         page.locator(".tpunb-controls button", has_text="Stop").first.click()
         page.wait_for_selector("text=KeyboardInterrupt: training stopped at step", timeout=60_000)
-        printed = page.evaluate(KERNEL_PRINT, "print(run.state, 'queued_cell_ran' in globals())")
-        assert printed.startswith("stopped at step ") and printed.split()[-1] == "False"
+        state, queued_ran = page.evaluate(KERNEL_EVAL, ["", "(run.state, 'queued_cell_ran' in globals())"]) \
+            .strip("()").rsplit(", ", 1)
+        assert state.startswith("'stopped at step ") and queued_ran == "False"
 
 
 def test_batch_widget_checks_as_you_type_and_connect_updates_the_variable(tmp_path):
@@ -113,13 +116,15 @@ def test_batch_widget_checks_as_you_type_and_connect_updates_the_variable(tmp_pa
         train.fill("")
         train.type("128")
         train.press("Enter")
-        page.wait_for_function("() => !document.querySelector('.tpunb-batch .err')")
-        assert page.evaluate(KERNEL_PRINT, "print(w.train_batch_size, w.rows[0]['per_shard'])").split() == ["128", "16"]
+        # The per-shard cell is drawn from the kernel's table: 128 reached the kernel once it shows 16.
+        page.wait_for_function("() => !document.querySelector('.tpunb-batch .err') && "
+                               "document.querySelectorAll('.tpunb-batch tr')[1].cells[2].textContent === '16'")
+        assert page.evaluate(KERNEL_EVAL, ["", "(w.train_batch_size, w.rows[0]['per_shard'])"]) == "(128, 16)"
 
         page.locator(".tpunb-conn select").select_option("simulated")
         page.locator(".tpunb-conn button", has_text="Connect").click()
         page.wait_for_selector(".tpunb-conn .ok:has-text('simulated')", timeout=60_000)
-        printed = page.evaluate(KERNEL_PRINT, "from tpu_nb.notebook.magics_extra import current_connection\n"
-                                              "print(conn.backend, conn.num_cores, current_connection() is conn)")
-        assert printed.split() == ["simulated", "8", "True"]
+        printed = page.evaluate(KERNEL_EVAL, ["from tpu_nb.notebook.magics_extra import current_connection",
+                                              "(conn.backend, conn.num_cores, current_connection() is conn)"])
+        assert printed == "('simulated', 8, True)"
         screenshot(page, "widgets_batch_and_connection.png")
