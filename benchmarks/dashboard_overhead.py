@@ -40,7 +40,7 @@ Two measurements per schedule:
 Also reported: the CPU time the notebook layer spends, in the training thread
 (event handling: O(1) queue appends, the throttle checks, the small status
 messages of the extension's comm) and in other threads (the dashboard's
-updates, at most 4/s, and the extension's delayed status messages), which
+updates, at most 2/s, and the extension's delayed status messages), which
 overlap the loop, as shares of the training time, measured in the whole runs
 (the interleaved run is not instrumented; the cost of reading the thread clock
 is calibrated and subtracted).
@@ -162,7 +162,7 @@ class _Gate:
     place: the attached blocks run exactly the production path).
 
     ``attached_time()`` is the dashboard's clock: it runs only while the gate is on, so the
-    dashboard sends its 4 updates per attached second, as in a run attached throughout (on wall
+    dashboard sends its 2 updates per attached second, as in a run attached throughout (on wall
     time it would send them all within the attached half of the blocks: twice the real cost).
     """
 

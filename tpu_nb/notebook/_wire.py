@@ -27,7 +27,7 @@ NOT_CHARTED = frozenset({"steps_per_sec", "examples_per_sec"})
 _ABSOLUTE = {"wall_time": 1}
 #: Points per series the browser holds (it halves a series that grows past this).
 MAX_POINTS = 2000
-#: Steady-state budget: 4 updates/s x 12 KB = 48 KB/s, under the 50 KB/s target.
+#: Steady-state budget: 12 KB per update, 48 KB/s even at 4 updates/s (the default is 2), under 50 KB/s.
 DELTA_MAX_BYTES = 12_000
 _MIN_POINTS_PER_SERIES = 4
 

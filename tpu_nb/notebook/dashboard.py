@@ -2,7 +2,11 @@
 
 One output per run and no ``clear_output``: the view draws charts in the
 browser from small incremental messages (at most ``updates_per_second``, each
-at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate. The kernel keeps
+at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate. Two a second by
+default: with the page open in a browser on the training machine, every update
+costs the page a repaint, and four a second measured +3.7% on training against
++2.1% for two (benchmarks/dashboard_overhead.py); the charts redraw once a
+second either way. The kernel keeps
 the full history; the browser gets at most ``_wire.MAX_POINTS`` points per
 series. Under the view sits a second output, the *static picture*, filled
 when the run ends with the final charts as a PNG (an ``<img>`` in HTML, plus
@@ -69,7 +73,7 @@ class Dashboard(anywidget.AnyWidget):
     #: Names this dashboard's static picture (CSS class ``tpunb-static-<key>``), which live views hide.
     static_key = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, handle: RunHandle, updates_per_second: float = 4.0,
+    def __init__(self, handle: RunHandle, updates_per_second: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
                  send_in_thread: bool = True, cpu_share: Optional[float] = UPDATE_CPU_SHARE,
                  cpu_clock: Callable[[], float] = time.thread_time):

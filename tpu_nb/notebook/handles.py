@@ -72,7 +72,7 @@ class RunHandle:
         self._progress_lock = threading.Lock()
         self._last_loop: Optional[events.LoopFinished] = None  # set per loop; progress reads it lazily
         self._applied_loop: Optional[events.LoopFinished] = None
-        #: Seconds between "data" notifications to listeners (whose own throttles send ~4/s):
+        #: Seconds between "data" notifications to listeners (whose own throttles send ~2/s):
         #: per loop, the training thread then pays for a queue append and one clock read.
         self.notify_interval = 0.05
         self._next_notify = 0.0
