@@ -2,11 +2,8 @@
 
 One output per run and no ``clear_output``: the view draws charts in the
 browser from small incremental messages (at most ``updates_per_second``, each
-at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate. Two a second by
-default: with the page open in a browser on the training machine, every update
-costs the page a repaint, and four a second measured +3.7% on training against
-+2.1% for two (benchmarks/dashboard_overhead.py); the charts redraw once a
-second either way. The kernel keeps
+at most ``_wire.DELTA_MAX_BYTES``), whatever the step rate (``throttle.UPDATES_PER_SECOND`` by
+default; the charts redraw once a second either way). The kernel keeps
 the full history; the browser gets at most ``_wire.MAX_POINTS`` points per
 series. Under the view sits a second output, the *static picture*, filled
 when the run ends with the final charts as a PNG (an ``<img>`` in HTML, plus
@@ -36,7 +33,7 @@ import traitlets
 
 from . import _fast_stop, _static, _wire
 from .handles import RunHandle
-from .throttle import Throttle
+from .throttle import UPDATES_PER_SECOND, Throttle
 
 _log = logging.getLogger("tpu_nb")
 
@@ -73,7 +70,7 @@ class Dashboard(anywidget.AnyWidget):
     #: Names this dashboard's static picture (CSS class ``tpunb-static-<key>``), which live views hide.
     static_key = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, handle: RunHandle, updates_per_second: float = 2.0,
+    def __init__(self, handle: RunHandle, updates_per_second: float = UPDATES_PER_SECOND,
                  clock: Callable[[], float] = time.monotonic, max_message_bytes: int = _wire.DELTA_MAX_BYTES,
                  send_in_thread: bool = True, cpu_share: Optional[float] = UPDATE_CPU_SHARE,
                  cpu_clock: Callable[[], float] = time.thread_time):

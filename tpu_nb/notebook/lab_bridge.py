@@ -7,8 +7,8 @@ says hello; only then does the kernel send anything. Announcing the comm with ``
 make every front end without the extension complain (nbclient logs "No handler found for comm
 target 'tpu_nb'" in each headless run), and a listed comm is all the extension needs. The front end (status bar,
 runs panel) gets the whole, small state of the kernel's runs in each message, at most
-``per_second`` messages per second (two by default, as the dashboard's updates) whatever the
-event rate; the last change always arrives
+``per_second`` messages per second (``throttle.UPDATES_PER_SECOND``, as the dashboard) whatever
+the event rate; the last change always arrives
 (a timer sends it when the throttle held it back). Loop progress costs the training thread one
 attribute store per loop: a ticker thread, alive while a run is, reads the latest loop at the
 message rate. Outside a kernel (a script, a terminal IPython) the comm is a no-op.
@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, Optional
 
 from .. import events
 from ._progress import Progress
-from .throttle import Throttle
+from .throttle import UPDATES_PER_SECOND, Throttle
 
 _log = logging.getLogger("tpu_nb")
 
@@ -169,7 +169,7 @@ class LabBridge:
     ``wait_for_hello``: send nothing until a front end has said hello (nobody may be listening).
     """
 
-    def __init__(self, comm_factory: Optional[Callable] = None, per_second: float = 2.0,
+    def __init__(self, comm_factory: Optional[Callable] = None, per_second: float = UPDATES_PER_SECOND,
                  clock: Callable[[], float] = time.monotonic, wait_for_hello: bool = False):
         self._lock = threading.RLock()
         self._runs: "collections.OrderedDict[int, _Run]" = collections.OrderedDict()
