@@ -7,6 +7,8 @@ loss, sparkline and Stop at its default width. The batch-size widget checks a si
 typed; the Connection widget's Connect updates ``-o conn``. Skipped without Chromium/Playwright.
 """
 
+import ast
+
 import pytest
 
 from browser_support import KERNEL_READY, chromium_page, jupyter_server, require_browser, screenshot, \
@@ -28,6 +30,15 @@ KERNEL_EVAL = """async ([code, expression]) => {
   const result = content.status === 'ok' ? content.user_expressions.value : content;
   return result.status === 'ok' ? result.data['text/plain'] : `${result.ename}: ${result.evalue}`;
 }""" % KERNEL
+
+
+def _kernel_value(page, expression, code=""):
+    """The value of ``expression`` in the page's kernel, after running ``code`` (literals only)."""
+    text = page.evaluate(KERNEL_EVAL, [code, expression])
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise AssertionError(f"the kernel answered {text!r} for {expression!r}") from None
 
 
 def _open(page, url):
@@ -85,9 +96,8 @@ def test_busy_during_a_foreground_run_and_stop_ends_the_cell_as_an_interrupt(tmp
 
         page.locator(".tpunb-controls button", has_text="Stop").first.click()
         page.wait_for_selector("text=KeyboardInterrupt: training stopped at step", timeout=60_000)
-        state, queued_ran = page.evaluate(KERNEL_EVAL, ["", "(run.state, 'queued_cell_ran' in globals())"]) \
-            .strip("()").rsplit(", ", 1)
-        assert state.startswith("'stopped at step ") and queued_ran == "False"
+        state, queued_ran = _kernel_value(page, "(run.state, 'queued_cell_ran' in globals())")
+        assert state.startswith("stopped at step ") and queued_ran is False
 
 
 def test_batch_widget_checks_as_you_type_and_connect_updates_the_variable(tmp_path):
@@ -119,12 +129,12 @@ def test_batch_widget_checks_as_you_type_and_connect_updates_the_variable(tmp_pa
         # The per-shard cell is drawn from the kernel's table: 128 reached the kernel once it shows 16.
         page.wait_for_function("() => !document.querySelector('.tpunb-batch .err') && "
                                "document.querySelectorAll('.tpunb-batch tr')[1].cells[2].textContent === '16'")
-        assert page.evaluate(KERNEL_EVAL, ["", "(w.train_batch_size, w.rows[0]['per_shard'])"]) == "(128, 16)"
+        assert _kernel_value(page, "(w.train_batch_size, w.rows[0]['per_shard'])") == (128, 16)
 
         page.locator(".tpunb-conn select").select_option("simulated")
         page.locator(".tpunb-conn button", has_text="Connect").click()
         page.wait_for_selector(".tpunb-conn .ok:has-text('simulated')", timeout=60_000)
-        printed = page.evaluate(KERNEL_EVAL, ["from tpu_nb.notebook.magics_extra import current_connection",
-                                              "(conn.backend, conn.num_cores, current_connection() is conn)"])
-        assert printed == "('simulated', 8, True)"
+        assert _kernel_value(page, "(conn.backend, conn.num_cores, current_connection() is conn)",
+                             code="from tpu_nb.notebook.magics_extra import current_connection") == \
+            ("simulated", 8, True)
         screenshot(page, "widgets_batch_and_connection.png")
