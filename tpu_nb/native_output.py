@@ -4,10 +4,15 @@ ipykernel copies whatever the process writes to file descriptor 2 into the runni
 stderr box, so the lines TensorFlow's C++ runtime prints when it loads ("Could not find cuda
 drivers", "failed call to cuInit"), creates a session or optimizes a graph land in every cell that
 trains. ``TF_CPP_MIN_LOG_LEVEL`` does not reach the ones printed before absl logging starts, and
-it must be set before TensorFlow loads. So while tpu_nb imports TensorFlow or works inside a Jupyter
-kernel, descriptor 2 points at a log file of this process (:func:`log_path`), with wurlitzer doing
-the redirection. A file rather than a pipe: a fatal C++ error that kills the kernel still leaves
-its last words there. When the work fails, its error carries the runtime's error lines and the
+it must be set before TensorFlow loads. So inside a Jupyter kernel, from ``import tpu_nb`` (or
+``%load_ext tpu_nb``) on, descriptor 2 points at a log file of this process (:func:`log_path`), with
+wurlitzer doing the redirection, and TensorFlow's Python logger writes there too
+(:func:`keep_out_of_cells_from_now`). For the whole session, not only while tpu_nb works: TensorFlow
+also prints when the user's own cells touch it (the first ``tf.constant`` in a notebook that imported
+TensorFlow first says "failed call to cuInit" on a CUDA build without a GPU). Python's own
+``sys.stderr`` (tracebacks, warnings) is the kernel's stream object, not descriptor 2, so it still
+reaches the cell. A file rather than a pipe: a fatal C++ error that kills the kernel still leaves its
+last words there. When tpu_nb's work fails, its error carries the runtime's error lines and the
 file's path as a note.
 
 Outside a kernel (scripts, terminals) nothing changes: a terminal shows those lines where its user
@@ -17,6 +22,7 @@ expects them. ``TPU_NB_TF_LOGS=1`` turns the redirection off everywhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -38,6 +44,8 @@ _lock = threading.Lock()
 _depth = 0
 _redirect = None
 _file = None
+#: True once :func:`keep_out_of_cells_from_now` holds the redirection for the rest of the process.
+_held_for_good = False
 
 
 def log_path() -> str:
@@ -144,16 +152,63 @@ def _add_note(error: BaseException, lines: List[str]) -> None:
         error.add_note(note)
 
 
+class _ToLogFile(logging.Filter):
+    """A filter on TensorFlow's Python logger that writes each record to :func:`log_path` and drops
+    it, so "WARNING:tensorflow:From ..." never reaches a cell (a logger-level filter also stops the
+    record before any handler, the user's included, and before it propagates)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            line = f"{record.levelname}:{record.name}:{record.getMessage()}\n"
+            with open(log_path(), "a", encoding="utf-8") as f:
+                f.write(line)
+        except Exception:  # noqa: BLE001 - logging must never break the user's cell
+            pass
+        return False
+
+
+_TF_LOGGER_FILTER = _ToLogFile()
+
+
+def keep_out_of_cells_from_now() -> bool:
+    """In a Jupyter kernel, sends descriptor 2 and TensorFlow's Python log records to :func:`log_path`
+    for the rest of the process (``import tpu_nb`` calls this first); True if it did.
+
+    Whatever was imported before, no TensorFlow line printed after this reaches a cell; the start-up
+    lines that an earlier ``import tensorflow`` printed are already in that cell. Does nothing outside a
+    kernel or with ``TPU_NB_TF_LOGS=1``.
+    """
+    global _held_for_good
+    if not in_jupyter_kernel() or tf_logs_shown() or wurlitzer is None:
+        return False
+    with _lock:
+        if _held_for_good:
+            return True
+    if _enter() is None:  # no descriptor 2 to redirect
+        return False
+    with _lock:
+        _held_for_good = True
+    tf_logger = logging.getLogger("tensorflow")
+    if _TF_LOGGER_FILTER not in tf_logger.filters:
+        tf_logger.addFilter(_TF_LOGGER_FILTER)
+    return True
+
+
 def import_tensorflow() -> None:
     """Imports TensorFlow with its load-time lines kept out of the cell (in a kernel).
 
     In a kernel it also lists the physical devices, which is when a CUDA build of TensorFlow on a
     machine without a GPU says "failed call to cuInit"; listing them leaves logical devices
-    configurable, so simulated shards can still be set up afterwards.
+    configurable, so simulated shards can still be set up afterwards. Then (or at once, when the
+    notebook imported TensorFlow first) the redirection stays for good: :func:`keep_out_of_cells_from_now`.
     """
-    if "tensorflow" in sys.modules or not in_jupyter_kernel():
+    if not in_jupyter_kernel():
+        return
+    if "tensorflow" in sys.modules:
+        keep_out_of_cells_from_now()
         return
     with kept_out_of_cells():
         import tensorflow
 
         tensorflow.config.list_physical_devices()
+    keep_out_of_cells_from_now()
