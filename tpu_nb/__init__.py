@@ -80,6 +80,7 @@ __all__ = [
     "WorkerLostError",
     "numpy_input_fn",
     "events",
+    "install_estimator_modules",
 ]
 
 
@@ -94,6 +95,17 @@ def __getattr__(name):
 
         return getattr(notebook, name)
     raise AttributeError(f"module 'tpu_nb' has no attribute {name!r}")
+
+
+def install_estimator_modules(quiet: bool = False) -> str:
+    """Makes ``tf.estimator``, ``tf.compat.v1.estimator`` and ``tensorflow_estimator`` resolve to tpu_nb.
+
+    For the rest of the process (a notebook's later cells), code written for the original runs unchanged;
+    see ``tpu_nb.dropin.install``. ``python -m tpu_nb run program.py`` does this for a whole program.
+    """
+    from .dropin.installing import install
+
+    return install(quiet=quiet)
 
 
 def load_ipython_extension(ipython):
