@@ -19,7 +19,10 @@ def legacy_keras_requested() -> bool:
 
 
 def tf_keras_installed() -> bool:
-    return importlib.util.find_spec("tf_keras") is not None
+    try:
+        return importlib.util.find_spec("tf_keras") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as missing
+        return False
 
 
 def keras3_already_chosen() -> bool:
