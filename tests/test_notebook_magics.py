@@ -13,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import model_zoo
 import tpu_nb
+from tpu_nb import events
 from tpu_nb.notebook import magics
 
 
@@ -81,6 +82,18 @@ def test_typos_get_the_close_name_suggested(ip, est, capsys):
     assert "has no attribute 'modle_dir'. Did you mean 'model_dir'?" in out + err
     result = ip.run_cell("%tpu_train zzzz train_fn --steps 3")
     assert "Did you mean" not in "".join(capsys.readouterr())
+
+
+def test_a_typo_suggests_the_users_estimator_not_the_imported_class(ip, est, capsys):
+    from tpu_nb import TPUEstimator
+
+    ip.user_ns.update(TPUEstimator=TPUEstimator, est=est)  # `from tpu_nb import TPUEstimator` and `est = ...`
+    ip.user_ns.pop("estimator", None)
+    result = ip.run_cell("%tpu_train etimator train_fn --steps 3")
+    out, err = capsys.readouterr()
+    assert not result.success
+    assert "name 'etimator' is not defined in the notebook. Did you mean 'est'" in out + err
+    assert "'TPUEstimator'" not in out + err
 
 
 def _broken_model_fn(features, labels, mode, params):
@@ -243,3 +256,76 @@ def test_predict_output_is_the_dataframe_and_evaluate_dashboard(ip, est):
     # One display (later updated in place with the results), not two views of the dashboard.
     assert sum("application/vnd.jupyter.widget-view+json" in data for data, update in shown if not update) == 1
     assert ip.run_cell("%tpu_connect --backend cpu").success
+
+
+class _PanelComm:
+    """Stands for the JupyterLab extension's end of the tpu_nb comm: keeps what the kernel sends."""
+
+    def __init__(self, on_message):
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append(data)
+
+
+def test_the_runs_panel_lists_runs_by_name_and_a_run_that_failed_before_it_began(ip, est, tmp_path, capsys):
+    from tpu_nb.notebook import lab_bridge
+
+    bridge = lab_bridge.LabBridge(comm_factory=_PanelComm)
+    try:
+        assert ip.run_cell("%tpu_train est train_fn --steps 20 --no-dashboard -o first_run").success
+        # A model_fn that raises while the graph is built: the engine never publishes RunStarted.
+        _broken_run(ip, tmp_path, capsys)
+        status = bridge.status()
+        by_name = {run["name"]: run for run in status["runs"]}
+        assert by_name["first_run · train"]["phase"] == "done"
+        failed = [run for run in status["runs"] if run["phase"] == "failed"]
+        assert len(failed) == 1
+        assert failed[0]["state"] == "failed: ValueError: the user's model_fn is broken"
+        assert failed[0]["model_dir"].endswith("broken") and failed[0]["mode"] == "train"
+        # The status bar follows the latest run: the failure, not the "done" before it.
+        assert status["active"] == failed[0]["id"]
+        # ... and it is sent (within the throttle's interval), not only computed.
+        deadline = time.monotonic() + 10
+        while bridge.comm.sent[-1]["active"] != failed[0]["id"]:
+            assert time.monotonic() < deadline, bridge.comm.sent[-1]
+            time.sleep(0.02)
+    finally:
+        bridge.close()
+
+
+def test_a_new_backend_is_not_paired_with_the_last_runs_rate(ip, est):
+    from tpu_nb.notebook import lab_bridge
+
+    bridge = lab_bridge.LabBridge(comm_factory=_PanelComm)
+    try:
+        assert ip.run_cell("%tpu_train est train_fn --steps 20 --no-dashboard").success
+        assert bridge.status()["active"] is not None
+        bridge.set_backend("simulated TPU 8x1 (8 shards on CPU, 1 host)")  # what %tpu_connect does
+        status = bridge.status()
+        assert status["active"] is None and status["backend"].startswith("simulated TPU 8x1")
+        assert status["runs"][-1]["phase"] == "done"  # still listed in the panel, with its own backend
+    finally:
+        bridge.close()
+
+
+def test_a_foreground_stop_reaches_the_runs_panel(ip, est):
+    from tpu_nb.notebook import lab_bridge, runs
+
+    bridge = lab_bridge.LabBridge(comm_factory=_PanelComm)
+    try:
+        def stop_at_first_loop(event):
+            if isinstance(event, events.LoopFinished):
+                runs.latest_train_handle(est).stop("Stop button")
+
+        unsubscribe = events.subscribe(stop_at_first_loop)
+        try:
+            result = ip.run_cell("%tpu_train est train_fn --steps 200 --no-dashboard -o halted")
+        finally:
+            unsubscribe()
+        assert not result.success  # a foreground stop ends the cell as Ctrl-C does
+        handle = ip.user_ns["halted"]
+        run = bridge.status()["runs"][-1]
+        assert (run["name"], run["phase"], run["state"]) == ("halted · train", "stopped", handle.state)
+    finally:
+        bridge.close()

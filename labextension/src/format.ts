@@ -25,7 +25,9 @@ export function fmt(x: number | null | undefined, digits = 4): string {
 /** "train 1,200/5,000" or "train stopped at step 800". */
 export function progressText(run: RunInfo): string {
   if (run.phase !== 'running' && run.phase !== 'starting' && run.phase !== 'stopping') {
-    return `${run.mode} ${run.state}`;
+    // A failed run's state carries its error's first line, which can be long: the bar shows its start.
+    const state = run.state.length > 60 ? `${run.state.slice(0, 59)}…` : run.state;
+    return `${run.mode} ${state}`;
   }
   const step = run.step === null ? '—' : fmt(run.step);
   const total = run.target === null ? '' : `/${fmt(run.target)}`;

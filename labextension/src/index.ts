@@ -249,6 +249,11 @@ class StatusItem extends Widget {
     // Written only on change: each status message (up to 4 a second) would otherwise lay out the bar.
     const text = parts.join(' · ');
     const state = run ? run.phase : 'idle';
+    // The whole state (a failed run's error line) on hover; the bar itself stays one short line.
+    const title = run ? `tpu_nb: ${run.name}: ${run.state}` : 'tpu_nb: the kernel backend and the active run';
+    if (this.node.title !== title) {
+      this.node.title = title;
+    }
     if (this.node.textContent !== text) {
       this.node.textContent = text;
     }
@@ -348,13 +353,20 @@ class RunsPanel extends Widget {
     top.appendChild(button);
     const facts = document.createElement('div');
     facts.className = 'tpunb-run-facts';
+    // A failed run's state is its error's first line: wrapped in the card, never cut.
     part(facts, run.state, 'tpunb-run-state');
-    part(
-      facts,
-      run.target !== null ? `step ${run.step ?? 0}/${run.target}` : `step ${run.step ?? '—'}`,
-      'tpunb-run-step'
-    );
-    part(facts, `loss ${fmt(run.loss)}`, 'tpunb-run-loss');
+    if (run.step !== null || run.target !== null) {
+      part(
+        facts,
+        // Written as the dashboard's header and the status bar write steps: "1,234/200,000".
+        run.target !== null ? `step ${fmt(run.step ?? 0)}/${fmt(run.target)}` : `step ${fmt(run.step)}`,
+        'tpunb-run-step'
+      );
+    }
+    if (run.loss !== null) {
+      part(facts, `loss ${fmt(run.loss)}`, 'tpunb-run-loss');
+    }
+    part(facts, backendLabel(run.backend), 'tpunb-run-backend').title = run.backend;
     const spark = document.createElement('div');
     spark.className = 'tpunb-run-spark';
     const svg = sparkline(run.spark, 200, 22);

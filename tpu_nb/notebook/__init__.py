@@ -21,6 +21,8 @@ _WIDGETS = {
     "Connection": ".connection_widget", "ConnectionWidget": ".connection_widget", "connect": ".connection_widget",
     "BatchSizeWidget": ".batch_widget",
     "EvalDashboard": ".eval_dashboard", "evaluate_dashboard": ".eval_dashboard", "list_checkpoints": ".eval_dashboard",
+    # The connection that %tpu_connect or the widget chose (the README names it as tpu_nb.notebook's).
+    "current_connection": ".magics_extra",
 }
 
 

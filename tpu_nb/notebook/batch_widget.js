@@ -88,7 +88,16 @@ function render({ model, el }) {
       cells[4].textContent = row.input_fn_calls ?? "—";
     });
     notes.replaceChildren();
-    const line = (cls, text) => { const d = document.createElement("div"); d.className = cls; d.textContent = text; notes.append(d); };
+    // The kernel's messages quote names as `est` (markdown style, as its text/plain fallback shows them):
+    // drawn as code, never as literal backticks.
+    const line = (cls, text) => {
+      const d = document.createElement("div"); d.className = cls;
+      String(text).split("`").forEach((part, i) => {
+        if (i % 2 === 0) { d.append(part); return; }
+        const code = document.createElement("code"); code.textContent = part; d.append(code);
+      });
+      notes.append(d);
+    };
     for (const [phase, message] of Object.entries(errors)) line("err", `${phase}: ${message}`);
     for (const w of model.get("warnings")) line("warn", w);
     const padding = model.get("padding");

@@ -46,6 +46,30 @@ def stopped_message(step: Optional[int]) -> str:
     return f"training stopped at step {step}; checkpoint saved. Run the same command to resume."
 
 
+#: Called with (handle, "final") when any handle's run ends, after its own listeners: the lab bridge,
+#: whose runs panel and status bar then show the same final state as the handle (a foreground Stop
+#: or a model_fn that raised before the run began publish no event of their own). Once per run,
+#: never per loop.
+_final_observers: List[Callable[["RunHandle", str], None]] = []
+_current = threading.local()
+
+
+def observe_finished_runs(callback: Callable[["RunHandle", str], None]) -> Callable[[], None]:
+    """Calls ``callback(handle, "final")`` when any notebook run ends; returns the unsubscribe function."""
+    _final_observers.append(callback)
+
+    def unsubscribe():
+        if callback in _final_observers:
+            _final_observers.remove(callback)
+
+    return unsubscribe
+
+
+def current_handle() -> Optional["RunHandle"]:
+    """The handle whose run is executing in this thread (the engine publishes its events here), or None."""
+    return getattr(_current, "handle", None)
+
+
 class RunHandle:
     """The state, history and result of one notebook run; see the module docstring.
 
@@ -53,8 +77,10 @@ class RunHandle:
     ``state`` says it for people ('stopped at step 800', 'failed: NanLossError: ...').
     """
 
-    def __init__(self, kind: str, estimator=None, description: str = ""):
+    def __init__(self, kind: str, estimator=None, description: str = "", name: Optional[str] = None):
         self.kind = kind
+        #: What the user called the run (the magics' ``-o VAR``): the runs panel lists it by this name.
+        self.name = name
         self.estimator = estimator
         self.description = description
         self.phase = STARTING
@@ -197,6 +223,7 @@ class RunHandle:
 
     def _body(self, work, reraise: bool):
         self._ident = threading.get_ident()
+        _current.handle = self
         self._unsubscribe = events.subscribe(self._on_event)
         try:
             if self.kind != "train":
@@ -221,9 +248,15 @@ class RunHandle:
                 raise
         finally:
             self._unsubscribe()
+            _current.handle = None
             self._finished.set()
             try:
                 self._notify("final")
+                for observer in list(_final_observers):
+                    try:
+                        observer(self, "final")
+                    except Exception:  # noqa: BLE001 - a display's failure must not change the run's outcome
+                        pass
             finally:
                 self._settled.set()
 

@@ -16,7 +16,7 @@ message rate. Outside a kernel (a script, a terminal IPython) the comm is a no-o
 Messages, kernel -> front end::
 
     {"type": "status", "backend": "simulated TPU 8x1 (...)", "active": 3,
-     "runs": [{"id": 3, "name": "train · model_a", "mode": "train", "phase": "running",
+     "runs": [{"id": 3, "name": "run · train", "mode": "train", "phase": "running",
                "state": "running", "step": 1200, "start": 0, "target": 5000, "loss": 0.31,
                "examples_per_sec": 9100.0, "steps_per_sec": 142.0, "backend": "...",
                "model_dir": "/tmp/model_a", "spark": [2.3, 1.1, 0.6, ...]}, ...]}
@@ -65,10 +65,11 @@ class _Run:
 
     __slots__ = ("id", "mode", "model_dir", "backend", "phase", "state", "step", "start", "target", "loss",
                  "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper", "last_loop",
-                 "_applied", "_progress", "first_loop")
+                 "_applied", "_progress", "first_loop", "label")
 
-    def __init__(self, started: events.RunStarted, stopper):
+    def __init__(self, started: events.RunStarted, stopper, label: Optional[str] = None):
         self.id = started.run_id
+        self.label = label  # the notebook's name for the run (``-o VAR``), when it has one
         self.mode = started.mode
         self.model_dir = started.model_dir
         self.backend = started.backend
@@ -114,16 +115,37 @@ class _Run:
             self.spark = self.spark[::2]
             self._every *= 2
 
+    @classmethod
+    def unstarted(cls, run_id: int, handle, backend: str) -> "_Run":
+        """A run that failed before the engine started it (its model_fn raised while the graph was built)."""
+        model_dir = getattr(handle.estimator, "model_dir", "") or ""
+        run = cls.__new__(cls)  # no RunStarted to build it from: every slot set here
+        run.id, run.label, run.mode, run.model_dir, run.backend = run_id, handle.name, handle.kind, model_dir, backend
+        run.phase, run.state = "failed", handle.state
+        run.step = run.start = run.target = None
+        run.loss = run.examples_per_sec = run.steps_per_sec = None
+        run.spark, run._every, run._seen = [], 1, 0
+        run.stopper = run.last_loop = run.first_loop = run._applied = None
+        run._progress = Progress()
+        return run
+
     @property
     def live(self) -> bool:
         return self.phase in ("running", "stopping")
 
     def as_dict(self) -> Dict[str, Any]:
-        name = f"{self.mode} · {os.path.basename(self.model_dir.rstrip(os.sep)) or self.model_dir}"
+        where = os.path.basename(self.model_dir.rstrip(os.sep)) or self.model_dir
+        name = f"{self.label} · {self.mode}" if self.label else f"{self.mode} · {where}"
         return {"id": self.id, "name": name, "mode": self.mode, "phase": self.phase, "state": self.state,
                 "step": self.step, "start": self.start, "target": self.target, "loss": self.loss,
                 "examples_per_sec": self.examples_per_sec, "steps_per_sec": self.steps_per_sec,
                 "backend": self.backend, "model_dir": self.model_dir, "spark": list(self.spark)}
+
+
+def _handles():
+    from . import handles
+
+    return handles
 
 
 def _finite(value) -> Optional[float]:
@@ -171,7 +193,10 @@ class LabBridge:
 
     def __init__(self, comm_factory: Optional[Callable] = None, per_second: float = UPDATES_PER_SECOND,
                  clock: Callable[[], float] = time.monotonic, wait_for_hello: bool = False):
+        from . import handles
+
         self._lock = threading.RLock()
+        self._unstarted_ids = 0  # runs that failed before the engine gave them an id get -1, -2, ...
         self._runs: "collections.OrderedDict[int, _Run]" = collections.OrderedDict()
         self._backend = default_backend()
         self._active: Optional[int] = None
@@ -185,10 +210,12 @@ class LabBridge:
         self._heard_from_front_end = not wait_for_hello
         self.comm = (comm_factory or _open_comm)(self._on_message)
         self._unsubscribe = events.subscribe(self._on_event)
+        self._unobserve = handles.observe_finished_runs(self._on_handle_final)
         self.send_now()
 
     def close(self) -> None:
         self._unsubscribe()
+        self._unobserve()
         self._closed.set()
         with self._lock:
             if self._timer is not None:
@@ -207,10 +234,45 @@ class LabBridge:
                     "runs": [run.as_dict() for run in self._runs.values()]}
 
     def set_backend(self, description: str) -> None:
-        """Shows ``description`` as the backend until a run says otherwise (a connection was made)."""
+        """Shows ``description`` as the backend until a run says otherwise (a connection was made).
+
+        A finished run stops being the active one: its rate was measured on the old backend, and the
+        status bar would pair it with the new one.
+        """
         with self._lock:
             self._backend = description
+            active = self._runs.get(self._active)
+            if active is not None and not active.live:
+                self._active = None
         self.send_now()
+
+    def _on_handle_final(self, handle, what: str) -> None:
+        """A notebook run ended (in its thread, once): the panel shows the handle's final state.
+
+        The handle is the one truth: a foreground Stop ends the cell through KeyboardInterrupt, and a
+        model_fn that raises while the graph is built fails before the engine published RunStarted,
+        so no event says either. A run that never started is listed as failed with its error.
+        """
+        from .handles import DONE, FAILED, STOPPED
+
+        with self._lock:
+            run = self._runs.get(handle.run_id) if handle.run_id is not None else None
+            if run is None:
+                if handle.phase != FAILED or handle.run_id is not None:
+                    return
+                self._unstarted_ids -= 1
+                run = _Run.unstarted(self._unstarted_ids, handle, self._backend)
+                self._runs[run.id] = run
+                self._active = run.id
+                self._trim()
+            elif handle.phase in (STOPPED, FAILED, DONE) and run.phase != handle.phase:
+                run.apply_last_loop()
+                run.phase, run.state = handle.phase, handle.state
+                if handle.phase == STOPPED and handle.stopped_step is not None:
+                    run.step = handle.stopped_step
+            else:
+                return
+        self._schedule()
 
     def _on_event(self, event) -> None:
         kind = type(event)
@@ -227,7 +289,9 @@ class LabBridge:
             return  # host_call values and checkpoints change nothing the front end shows
         with self._lock:
             if kind is events.RunStarted:
-                run = _Run(event, _find_stopper(event))
+                handle = _handles().current_handle()  # the notebook run publishing this, in its thread
+                label = handle.name if handle is not None and handle.run_id in (None, event.run_id) else None
+                run = _Run(event, _find_stopper(event), label)
                 self._runs[run.id] = run
                 self._backend = event.backend
                 self._active = run.id

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import inspect
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -33,17 +34,37 @@ def _did_you_mean(name: str, candidates) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _safely(test, value) -> bool:
+    try:
+        return bool(test(value))
+    except Exception:  # noqa: BLE001 - a user object whose isinstance/attributes misbehave fits nothing
+        return False
+
+
 @magics_class
 class TpuMagics(Magics):
     """The tpu_nb magics; registered by ``%load_ext tpu_nb``."""
 
     # -- name lookup -------------------------------------------------------------------------------
-    def _lookup(self, name: str):
-        """``name`` or ``name.attr.attr`` from the user's namespace; a one-line error if missing."""
+    def _lookup(self, name: str, fits=None, kind: str = ""):
+        """``name`` or ``name.attr.attr`` from the user's namespace; a one-line error if missing.
+
+        ``fits(value)`` says which of the notebook's values could be meant: a typo is matched against
+        those first, so ``etimator`` suggests the user's ``est`` rather than the imported class
+        ``TPUEstimator``.
+        """
         head, *rest = name.split(".")
         value = self.shell.user_ns.get(head, _MISSING)
         if value is _MISSING:
             visible = [n for n in self.shell.user_ns if not n.startswith("_")]
+            if fits is not None:
+                fitting = [n for n in visible if _safely(fits, self.shell.user_ns[n])]
+                close = difflib.get_close_matches(head, fitting, n=1, cutoff=0.5)
+                if close:
+                    raise UsageError(f"name {head!r} is not defined in the notebook. Did you mean {close[0]!r}?")
+                if len(fitting) == 1:  # one candidate, however far from the typo: name it
+                    raise UsageError(f"name {head!r} is not defined in the notebook. "
+                                     f"Did you mean {fitting[0]!r} (the notebook's only {kind})?")
             raise UsageError(f"name {head!r} is not defined in the notebook.{_did_you_mean(head, visible)}")
         for attr in rest:
             if not hasattr(value, attr):
@@ -56,13 +77,15 @@ class TpuMagics(Magics):
     def _estimator(self, name: str):
         from ..estimator import TPUEstimator
 
-        value = self._lookup(name)
+        value = self._lookup(name, fits=lambda v: isinstance(v, TPUEstimator), kind="TPUEstimator")
         if not isinstance(value, TPUEstimator):
             raise UsageError(f"{name!r} is a {type(value).__name__}, not a tpu_nb.TPUEstimator.")
         return value
 
     def _function(self, name: str, what: str):
-        value = self._lookup(name)
+        # A function the notebook defined, not a class or an imported module's function.
+        value = self._lookup(name, fits=lambda v: inspect.isfunction(v) and v.__module__ == "__main__",
+                             kind="function")
         if not callable(value):
             raise UsageError(f"{name!r} is a {type(value).__name__}, not a function ({what} expected).")
         return value
@@ -118,7 +141,8 @@ class TpuMagics(Magics):
         hooks = self._hooks(args.hooks)
         try:
             handle = runs.train(est, input_fn, steps=args.steps, max_steps=args.max_steps, hooks=hooks,
-                                background=args.background, dashboard=False if args.no_dashboard else None)
+                                background=args.background, dashboard=False if args.no_dashboard else None,
+                                name=args.output)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or Stop in the foreground (see runs.train)
             self._interrupted(runs.latest_train_handle(est), args.output, str(interrupt))
         return self._deliver(handle, args.output)
@@ -151,7 +175,8 @@ class TpuMagics(Magics):
             dashboard = magics_extra.evaluate_dashboard_from_args(est, input_fn, args)  # displayed already
             self._deliver(dashboard, args.output)
             return None  # returned, it would be displayed a second time as the cell's result
-        return self._deliver(runs.evaluate(est, input_fn, steps=args.steps, checkpoint_path=args.checkpoint),
+        return self._deliver(runs.evaluate(est, input_fn, steps=args.steps, checkpoint_path=args.checkpoint,
+                                           run_name=args.output),
                              args.output)
 
     @magic_arguments()
@@ -168,7 +193,8 @@ class TpuMagics(Magics):
         args = parse_argstring(self.tpu_predict, line)
         est = self._estimator(args.estimator)
         input_fn = self._function(args.input_fn, "an input_fn")
-        handle = runs.predict(est, input_fn, frame=lambda: magics_extra.predict_frame_from_args(est, input_fn, args))
+        handle = runs.predict(est, input_fn, frame=lambda: magics_extra.predict_frame_from_args(est, input_fn, args),
+                              name=args.output)
         if args.output:
             self.shell.user_ns[args.output] = handle.result
             return None
@@ -187,7 +213,7 @@ class TpuMagics(Magics):
         args = parse_argstring(self.tpu_export, line)
         est = self._estimator(args.estimator)
         fn = self._function(args.serving_input_fn, "a serving_input_receiver_fn")
-        return self._deliver(runs.export(est, fn, args.dir), args.output)
+        return self._deliver(runs.export(est, fn, args.dir, name=args.output), args.output)
 
 
 def load_ipython_extension(ipython):

@@ -82,7 +82,8 @@ def _want_dashboard(dashboard) -> bool:
 
 
 def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[int] = None, hooks=None,
-          background: bool = False, dashboard: Optional[bool] = None, resume: bool = True) -> RunHandle:
+          background: bool = False, dashboard: Optional[bool] = None, resume: bool = True,
+          name: Optional[str] = None) -> RunHandle:
     """Trains with a live dashboard; returns the :class:`RunHandle`.
 
     ``background=True`` trains in a thread and returns at once (the dashboard stays in this
@@ -90,7 +91,8 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
     next loop boundary with a checkpoint and raises ``TrainingInterrupted`` (a
     ``KeyboardInterrupt``; its ``.handle`` is the run's), so queued cells do not run. With
     ``resume`` (default), running the same ``steps=N`` command after a stop continues to the
-    stopped run's target instead of training N more steps.
+    stopped run's target instead of training N more steps. ``name`` is what the runs panel calls the
+    run (the magics pass their ``-o VAR``).
 
     Example::
 
@@ -98,7 +100,7 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
         run.state, run.history.tail()
     """
     _check_estimator(estimator)
-    handle = RunHandle("train", estimator)
+    handle = RunHandle("train", estimator, name=name)
     handle._request = ("steps", steps) if steps is not None else ("max_steps", max_steps)
     if resume:
         target = _resume_target(estimator, steps, max_steps)
@@ -122,16 +124,17 @@ def train(estimator, input_fn, steps: Optional[int] = None, max_steps: Optional[
 
 
 def evaluate(estimator, input_fn, steps: Optional[int] = None, checkpoint_path: Optional[str] = None,
-             hooks=None, name: Optional[str] = None) -> RunHandle:
+             hooks=None, name: Optional[str] = None, run_name: Optional[str] = None) -> RunHandle:
     """Evaluates; ``handle.result`` is the metrics dict. The results are also overlaid on the
-    latest training dashboard of the same model_dir.
+    latest training dashboard of the same model_dir. ``name`` is the evaluation's name (as in
+    ``TPUEstimator.evaluate``); ``run_name`` what the runs panel calls the run.
 
     Example::
 
         evaluate(est, eval_input_fn).result["accuracy"]
     """
     _check_estimator(estimator)
-    handle = RunHandle("evaluate", estimator)
+    handle = RunHandle("evaluate", estimator, name=run_name)
     handle._run(lambda: estimator.evaluate(input_fn, steps=steps, hooks=hooks, checkpoint_path=checkpoint_path,
                                            name=name), background=False)
     trained = latest_train_handle(estimator)
@@ -141,7 +144,7 @@ def evaluate(estimator, input_fn, steps: Optional[int] = None, checkpoint_path: 
 
 
 def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[str] = None, hooks=None,
-            frame=None) -> RunHandle:
+            frame=None, name: Optional[str] = None) -> RunHandle:
     """Predicts; ``handle.result`` is a DataFrame with one row per example (``tpu_nb.predict_frame``).
 
     ``frame`` (a no-argument callable returning the DataFrame) replaces the default conversion.
@@ -153,7 +156,7 @@ def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[st
     from ..frames import predict_frame
 
     _check_estimator(estimator)
-    handle = RunHandle("predict", estimator)
+    handle = RunHandle("predict", estimator, name=name)
     if frame is None:
         def frame():
             return predict_frame(estimator, input_fn, predict_keys=predict_keys, hooks=hooks,
@@ -161,7 +164,8 @@ def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[st
     return handle._run(frame, background=False)
 
 
-def export(estimator, serving_input_receiver_fn, export_dir_base: str, checkpoint_path: Optional[str] = None) -> RunHandle:
+def export(estimator, serving_input_receiver_fn, export_dir_base: str, checkpoint_path: Optional[str] = None,
+           name: Optional[str] = None) -> RunHandle:
     """Exports a SavedModel under ``export_dir_base``; ``handle.result`` is its path (str).
 
     Example::
@@ -169,7 +173,7 @@ def export(estimator, serving_input_receiver_fn, export_dir_base: str, checkpoin
         export(est, serving_input_receiver_fn, "/tmp/export").result
     """
     _check_estimator(estimator)
-    handle = RunHandle("export", estimator)
+    handle = RunHandle("export", estimator, name=name)
 
     def work():
         path = estimator.export_saved_model(os.fspath(export_dir_base), serving_input_receiver_fn,
