@@ -36,6 +36,8 @@ from .training import NanLossError
 from .memory_guard import InsufficientMemoryError
 from .xla_check import CompatibilityReport
 from .warm_start import WarmStartSettings
+from .exporters import BestExporter, Exporter, FinalExporter, LatestExporter
+from .train_eval import EvalSpec, TrainSpec, train_and_evaluate
 
 __version__ = "0.1.0"
 
@@ -81,6 +83,13 @@ __all__ = [
     "numpy_input_fn",
     "events",
     "install_estimator_modules",
+    "train_and_evaluate",
+    "TrainSpec",
+    "EvalSpec",
+    "Exporter",
+    "LatestExporter",
+    "BestExporter",
+    "FinalExporter",
 ]
 
 

@@ -56,6 +56,9 @@ def _build():
         module(path)
     # tensorflow_estimator.estimator was the v1 API, as tensorflow_estimator 2.15 had it.
     module(PACKAGE).estimator = modules[V1]
+    for path, knobs in _names.PRIVATE_KNOBS.items():
+        for name, value in knobs.items():
+            setattr(modules[path], name, value)
     return modules
 
 
