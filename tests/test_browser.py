@@ -28,6 +28,19 @@ def _wait_for_chart(page):
     page.wait_for_function(f"() => ({CHART_INK})() > 20", timeout=60_000)
 
 
+# The step each place shows, as numbers: the dashboard header ("step 1,234 / 200,000"), the loss chart's
+# legend away from the cursor ("1,234 · 12:03:41"), the runs panel ("step 1,234/200,000") and the status
+# bar ("... train stopped at step 1,234").
+FOUR_STEPS = """() => {
+  const number = (text, pattern) => { const m = (text || '').match(pattern); return m ? Number(m[1].replace(/,/g, '')) : null; };
+  const header = number(document.querySelector('.tpunb-nums')?.textContent, /step ([0-9,]+)/);
+  const legend = number(document.querySelector(".tpunb-chart[data-chart='loss'] .u-legend .u-series .u-value")?.textContent, /^([0-9,]+)/);
+  const panel = number(document.querySelector('#tpu-nb-runs .tpunb-run .tpunb-run-step')?.textContent, /step ([0-9,]+)/);
+  const bar = number(document.querySelector('.tpunb-status')?.textContent, /step ([0-9,]+)/);
+  return [header, legend, panel, bar];
+}"""
+
+
 @pytest.mark.slow
 def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
     require_browser()
@@ -51,7 +64,7 @@ def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
         page.evaluate("() => window.jupyterapp.shell.activateById('tpu-nb-runs')")
         row = page.locator("#tpu-nb-runs .tpunb-run[data-phase='running']")
         row.wait_for(timeout=30_000)
-        assert row.locator(".tpunb-run-name").text_content().startswith("train · browser_")
+        assert row.locator(".tpunb-run-name").text_content() == "run · train"  # the -o name
         page.wait_for_function(  # the sparkline has a line once a few losses arrived
             "() => !!document.querySelector('#tpu-nb-runs .tpunb-run polyline')", timeout=30_000)
         page.locator(".tpunb-chart").first.scroll_into_view_if_needed()
@@ -68,6 +81,10 @@ def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
         # The foreground cell ended with the one-line interrupt message and the dashboard says stopped.
         page.wait_for_selector(".tpunb-badge[data-phase='stopped']", timeout=30_000)
         page.wait_for_selector("text=training stopped at step", timeout=30_000)
+        # The four places that show the run agree: the dashboard's header and its legend, the runs
+        # panel and the status bar (each follows the kernel's updates, two a second).
+        page.wait_for_function(f"() => JSON.stringify(({FOUR_STEPS})()) === JSON.stringify([{step}, {step}, {step}, {step}])",
+                               timeout=5_000)
         screenshot(page, "jupyterlab_stopped.png")
 
 

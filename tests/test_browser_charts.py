@@ -218,6 +218,7 @@ def test_nbconvert_html_of_an_executed_notebook_shows_the_dashboard_picture(tmp_
     # The picture: an <img> with the PNG inline (no CDN, no widget state needed to show it).
     images = re.findall(r"<img[^>]*src=[\"']data:image/png;base64,[A-Za-z0-9+/=]{1000,}", html)
     assert len(images) == 1, html[-3000:]
+    assert html.count("tpu-nb-summary") == 1  # the run's summary table once, under the picture
 
 
 def test_a_one_point_chart_shows_its_point_in_a_band_around_it():
@@ -328,3 +329,78 @@ def test_a_running_chart_is_redrawn_about_once_a_second_and_a_finished_one_at_on
                                                      "series": {"loss": [[510], [0.4]]}})
         page.wait_for_timeout(150)
         assert page.evaluate(LOSS_RANGE)["points"] == str(len(steps) + 31)
+
+
+# A warm-up learning rate that starts at 0 and a decay that ends at 0: a log axis has no room for them.
+def _warmup_snapshot():
+    steps = list(range(0, 155_001, 500))
+    rate = [0.0 if s == 0 or s >= 150_000 else 7e-4 * min(1.0, s / 10_000) * 0.99997 ** s for s in steps]
+    loss = [2.3 * 0.9999 ** s + 0.01 for s in steps]
+    return {"status": {"phase": "done", "state": "done", "step": 155_000, "target_step": 155_000},
+            "series": {"loss": [steps, loss], "host/learning_rate": [steps, rate],
+                       "eval/accuracy": [[100_000], [0.93]]}}
+
+
+CHART_STATE = """(title) => {
+  const chart = document.querySelector(`.tpunb-chart[data-chart='${title}']`);
+  const canvas = chart.querySelector('canvas');
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let ink = 0;
+  for (let i = 0; i < data.length; i += 4) if (data[i + 3] > 100 && (data[i] > 150 || data[i + 2] > 150) && data[i + 1] < 160) ink++;
+  return {yTicks: chart.dataset.yTicks.split("|"), xTicks: chart.dataset.xTicks.split("|"),
+          yRange: chart.dataset.yRange.split(",").map(Number), xRange: chart.dataset.xRange.split(",").map(Number),
+          note: chart.querySelector('.tpunb-chart-note').textContent, ink,
+          legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent)};
+}"""
+
+
+def test_log_scale_with_values_at_zero_still_draws_and_says_what_it_left_out():
+    require_browser()
+    with chromium_page(viewport=(1200, 900)) as page:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("about:blank")
+        page.evaluate(RENDER, [_module(), _warmup_snapshot(), False])
+        page.locator("label", has_text="log scale").locator("input").check()
+        page.wait_for_function("() => document.querySelector(\".tpunb-chart[data-chart='learning_rate']\")"
+                               ".querySelector('.tpunb-chart-note').textContent !== ''")
+        rate = page.evaluate(CHART_STATE, "learning_rate")
+        loss = page.evaluate(CHART_STATE, "loss")
+        screenshot(page, "charts_log_scale_with_zeros.png")
+    assert not errors, errors  # "Invalid array length" blanked the chart before
+    assert rate["ink"] > 20, rate  # the positive values are drawn
+    assert "value(s) ≤ 0 not drawn" in rate["note"], rate["note"]
+    low, high = rate["yRange"]
+    assert 0 < low < 1e-4 < 5e-4 < high, rate
+    # Readable log ticks: no "—" for the ticks uPlot leaves unlabelled, and one format on the axis.
+    labels = [t for t in rate["yTicks"] if t]
+    assert "—" not in rate["yTicks"] and len(labels) >= 2, rate["yTicks"]
+    assert all("e" in t for t in labels) or not any("e" in t for t in labels), labels
+    assert loss["note"] == ""  # nothing left out of the loss
+    # The step axis: one format ("50,000", never "1.0e+5"), and every chart spans the same steps.
+    for chart in (rate, loss):
+        assert not [t for t in chart["xTicks"] if "e" in t], chart["xTicks"]
+        assert chart["xRange"] == [0, 155_000], chart["xRange"]
+
+
+def test_a_one_point_eval_chart_spans_the_steps_of_the_charts_beside_it():
+    require_browser()
+    with chromium_page(viewport=(1200, 900)) as page:
+        page.goto("about:blank")
+        page.evaluate(RENDER, [_module(), _warmup_snapshot(), False])
+        metrics = page.evaluate(CHART_STATE, "eval metrics")
+    assert metrics["xRange"] == [0, 155_000], metrics["xRange"]
+
+
+def test_smoothing_shows_its_weight_and_labels_the_smoothed_lines():
+    require_browser()
+    with chromium_page(viewport=(1200, 900)) as page:
+        page.goto("about:blank")
+        page.evaluate(RENDER, [_module(), _snapshot(), False])
+        weight = page.locator(".tpunb-smooth-value")
+        assert weight.text_content() == "0.60"
+        page.locator("label", has_text="smoothing").locator("input[type=checkbox]").check()
+        page.wait_for_function("() => [...document.querySelectorAll(\".tpunb-chart[data-chart='loss'] .u-label\")]"
+                               ".some((e) => e.textContent.includes('smoothed'))")
+        legend = page.evaluate(CHART_STATE, "loss")["legend"]
+    assert legend == ["step", "train loss (smoothed 0.60)", "eval loss"], legend  # evaluations are never smoothed

@@ -176,14 +176,16 @@ def test_run_end_syncs_the_final_state_once_and_updates_the_static_picture():
 
     data, _ = dashboard._repr_mimebundle_()
     assert data[WIDGET_MIME]["model_id"] == dashboard.model_id
-    assert "done" in data["text/html"] and "4000" in data["text/html"]
     assert data["text/plain"].startswith("tpu_nb train: done")
+    # The summary table once per export: in the static picture, not also in the view's fallback.
+    assert "tpu-nb-summary" not in data["text/html"]
     # The static picture (its own output under the view): the PNG, also as an <img> in its HTML,
     # which front ends and nbconvert rank above image/png.
     picture = dashboard._static_bundle(final=True)
     assert base64.b64decode(picture["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"<img src='data:image/png;base64,{picture['image/png']}'" in picture["text/html"]
     assert f"tpunb-static-{dashboard.static_key}" in picture["text/html"] and "4000" in picture["text/html"]
+    assert picture["text/html"].count("tpu-nb-summary") == 1 and "done" in picture["text/html"]
     assert "image/png" not in dashboard._static_bundle(final=False)
 
 
@@ -341,8 +343,7 @@ def test_host_call_values_of_simulated_shards_reach_the_dashboard(tmp_path):
     # The dashboard's final state: one chart per host_call argument, the mean labelled for the legend.
     snapshot = handle.dashboard.snapshot
     series = snapshot["series"]
-    assert series["host/global_step"][0] == list(range(1, steps + 1))
-    assert series["host/global_step"][1] == global_steps.tolist()
+    assert "host/global_step" not in series  # the step of every point already, not a chart of its own
     np.testing.assert_allclose(series["host/loss"][1], losses, rtol=1e-4)  # 5 significant digits on the wire
     assert snapshot["status"]["notes"] == expected_notes
     assert snapshot["status"]["num_shards"] == SHARDS
@@ -387,3 +388,25 @@ def test_a_host_call_loss_gets_a_chart_of_its_own():
     # The browser keys its charts by title: a host_call "loss" titled "loss" drew over the training loss.
     assert chart_groups(["loss", "host/loss", "host/global_step", "eval/loss"]) == [
         ("loss", ["loss", "eval/loss"]), ("host_call loss", ["host/loss"]), ("global_step", ["host/global_step"])]
+
+
+def test_the_static_pictures_step_labels_never_collide_on_a_long_run():
+    from tpu_nb.notebook._static import render_figure
+
+    handle = started_handle(target=155_000)
+    for step in range(500, 155_001, 500):
+        handle._on_event(events.LoopFinished(1, step, 500, 1.0, 0.01, 2.0 / (1 + step / 1000), None, 200.0))
+        handle._on_event(events.HostCallValues(1, step, {"learning_rate": np.float32(7e-4), "gs": np.int64(step - 1)}))
+    handle.add_eval(100_000, {"accuracy": 0.93, "loss": 0.3, "global_step": 100_000})
+    fig = render_figure(handle)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "gs" not in titles  # the host_call's step argument is the step, not a chart
+    for ax in fig.axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2, ax.get_title()
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda box: box.x0)
+        gaps = [right.x0 - left.x1 for left, right in zip(boxes, boxes[1:])]
+        assert min(gaps) > 2, (ax.get_title(), [t.get_text() for t in labels], gaps)
+        assert len({t.get_text()[-1] for t in labels if t.get_text() != "0"}) == 1  # one format: all "k"

@@ -233,3 +233,31 @@ def test_wall_time_goes_to_the_browser_to_a_tenth_of_a_second():
     snapshot = _wire.snapshot(h)
     assert snapshot["wall_time"] == [[10], [1_796_214_706.7]]  # not 1.7962e9: the hover shows a clock time
     assert "steps_per_sec" not in snapshot
+
+
+def test_a_host_call_global_step_argument_is_the_step_not_a_chart():
+    # host_call=(fn, [tf.reshape(global_step, [1]), tf.reshape(loss, [1])]), read before the increment:
+    # the engine gives each point its step already, so the step tensor is no series of its own.
+    from tpu_nb.notebook.history import HOST_PREFIX, RunHistory
+
+    store = RunHistory(num_shards=8)
+    steps = np.arange(1, 101, dtype=np.int64)
+    store.queue_columns(steps, {"gs": np.repeat((steps - 1)[:, None], 8, axis=1),  # one per shard
+                                "loss": np.linspace(2.0, 0.5, 100, dtype=np.float32).reshape(100, 1).repeat(8, 1),
+                                "examples": np.full((100, 8), 64, np.int64)})  # whole numbers, yet no step
+    names = store.chart_names
+    assert HOST_PREFIX + "gs" not in names
+    assert not any(name.endswith("gs") for name in _wire.snapshot(store))  # nor sent to the browser
+    assert HOST_PREFIX + "loss" in names and HOST_PREFIX + "examples" in names
+    series_steps, values = store.series(HOST_PREFIX + "loss")
+    assert list(series_steps[:3]) == [1, 2, 3] and values[0] == pytest.approx(2.0)
+
+
+def test_a_step_argument_of_one_step_at_a_time_is_not_charted_either():
+    from tpu_nb.notebook.history import HOST_PREFIX, RunHistory
+
+    store = RunHistory()
+    for step in range(1, 4):
+        store.add_scalars(step, {"global_step": np.array([step], np.int64), "lr": np.float32(0.1)})
+    assert HOST_PREFIX + "global_step" not in store.chart_names and HOST_PREFIX + "lr" in store.chart_names
+    assert HOST_PREFIX + "global_step" in store.names  # still in the run's history, as a column

@@ -40,8 +40,9 @@ def test_executed_notebook_keeps_widget_view_png_and_html_of_the_finished_run(tm
     # The static picture, filled after the final update: a PNG, also as an <img> in its HTML.
     assert picture["image/png"] and "data:image/png;base64," in picture["text/html"]
     assert "eval loss" in picture["text/html"]
-    assert "done" in data["text/html"] and "300 / 300" in data["text/html"]
-    assert "eval loss" in data["text/html"]  # the later evaluation was added to the run's display
+    assert "done" in picture["text/html"] and "300 / 300" in picture["text/html"]
+    # The summary table once per export: under the picture, not again as the view's fallback.
+    assert "tpu-nb-summary" not in data["text/html"] and data["text/plain"].startswith("tpu_nb train: done")
     assert "done 300" in "".join(o.get("text", "") for o in nb.cells[4].outputs)
 
     # nbclient saves widget state (not custom messages): the final snapshot must be in it.

@@ -169,7 +169,9 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
 
     # The training dashboard: one display, its final state kept, the later evaluation overlaid.
     data, picture = _dashboard(cells[TRAIN])
-    assert "done" in data["text/html"] and "60 / 60" in data["text/html"] and "eval loss" in data["text/html"]
+    # The summary table once, under the final picture (the view's own fallback no longer repeats it).
+    assert "done" in picture["text/html"] and "60 / 60" in picture["text/html"] and "eval loss" in picture["text/html"]
+    assert "tpu-nb-summary" not in data["text/html"]
     assert base64.b64decode(picture["image/png"])[:8] == PNG_MAGIC
     snapshot = _widget_state(nb, data)["snapshot"]
     assert snapshot["status"]["state"] == "done" and snapshot["status"]["step"] == 60
@@ -179,9 +181,10 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     assert series["eval/loss"][0] == [60, 0, 20, 40, 60]
     assert series["eval/loss"][1][0] == pytest.approx(evaluation["loss"], rel=1e-4)
     # The host_call's values, one point per step, as the browser draws them (rounded to 5 digits).
-    steps, global_steps = series["host/global_step"]
-    assert steps == list(range(1, 61)) and series["host/learning_rate"][0] == steps
-    assert set(_lags(steps, global_steps)) <= {0, 1}
+    # The host_call's global_step argument is the points' step: no chart of its own.
+    assert "host/global_step" not in series
+    steps = series["host/learning_rate"][0]
+    assert steps == list(range(1, 61))
     assert set(_lags(steps, _decay_steps(series["host/learning_rate"][1], tolerance=0.05))) <= {0, 1}
 
     # The same run as a DataFrame, at full precision.
@@ -189,6 +192,7 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     assert {"loss", "global_step", "learning_rate", "batch_accuracy", "eval_loss", "eval_accuracy"} <= set(history)
     assert history.loss.notna().sum() == 6 and history.learning_rate.notna().sum() == 60
     logged = history.dropna(subset=["learning_rate"])
+    assert set(_lags(logged.step, logged.global_step)) <= {0, 1}  # recorded in the history, as a column
     assert set(_lags(logged.step, _decay_steps(logged.learning_rate, tolerance=1e-3))) <= {0, 1}
     in_sixteenths = logged.batch_accuracy * 16  # one batch of 16 examples per step
     np.testing.assert_allclose(in_sixteenths, np.round(in_sixteenths), atol=1e-4)
@@ -225,5 +229,6 @@ def test_magics_dashboards_and_frames_in_a_tf1_kernel(behavior, tmp_path):
     assert 30 <= stopped < 1_000_000 and stopped % 10 == 0
     assert model_zoo.checkpoint_step(bg_model_dir) == stopped
     data, picture = _dashboard(cells[BACKGROUND])
-    assert f"stopped at step {stopped}" in data["text/html"] and f"stopped at step {stopped}" in picture["text/html"]
+    assert f"stopped at step {stopped}" in data["text/plain"] and f"stopped at step {stopped}" in picture["text/html"]
+    assert "tpu-nb-summary" not in data["text/html"]  # the summary table once, under the picture
     assert _widget_state(nb, data)["snapshot"]["status"]["state"] == f"stopped at step {stopped}"

@@ -51,6 +51,9 @@ const CSS = `
 .tpunb-chart .u-legend .u-series > * { padding: 1px 4px; }
 .tpunb-chart .u-legend .u-value { font-variant-numeric: tabular-nums; }
 .tpunb-chart .u-select { background: rgba(128, 128, 128, 0.15); }
+.tpunb-smooth-value { font-variant-numeric: tabular-nums; display: inline-block; min-width: 2.4em; }
+.tpunb-chart-note { color: var(--jp-warn-color1, #b35900); font-size: 11px; min-height: 0; }
+.tpunb-chart-note:empty { display: none; }
 .tpunb-empty { color: var(--jp-ui-font-color2, #666); padding: 20px 8px; }
 `;
 
@@ -150,6 +153,7 @@ function smooth(values, weight) {
 // The y range from the data: a little padding, never below 0 for data that are all >= 0 and never
 // above 1 for data within [0, 1] (accuracies, probabilities); one value gets a band around it.
 export function valueRange(min, max, log) {
+  if (log && !(min > 0 && max > 0 && Number.isFinite(min) && Number.isFinite(max))) return [0.1, 10];  // nothing > 0 to draw
   if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
   if (log) {
     if (min === max) return [min / 2, max * 2];
@@ -181,7 +185,7 @@ export function stepRange(min, max) {
 
 // Tick labels with just enough digits to tell neighbouring ticks apart ("0.9800", "0.9802", ...).
 export function tickLabels(ticks, incr, log) {
-  if (log) return ticks.map((t) => fmt(t, 3));
+  if (log) return logTickLabels(ticks);
   const big = Math.max(0, ...ticks.map((t) => Math.abs(t)));
   if (big !== 0 && (big < 1e-3 || big >= 1e6)) {
     let digits = 1;
@@ -193,6 +197,39 @@ export function tickLabels(ticks, incr, log) {
   const mantissa = incr / Math.pow(10, exponent);
   const decimals = Math.max(0, Math.min(12, -exponent + (Math.abs(mantissa - Math.round(mantissa)) > 1e-6 ? 1 : 0)));
   return ticks.map((t) => t.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals }));
+}
+
+// Log ticks sit at 1, 2, 5 (or more) x 10^k; uPlot passes null for those it leaves unlabelled (no "—").
+// One format for the whole axis: plain ("0.002", "50") or, when the axis reaches below 1e-3 or to 1e6,
+// powers of ten for all ("2e-4", "1e-3").
+export function logTickLabels(ticks) {
+  const shown = ticks.filter((t) => t !== null && t !== undefined && Number.isFinite(t) && t > 0);
+  const exp = shown.some((t) => t < 1e-3 || t >= 1e6);
+  return ticks.map((t) => {
+    if (t === null || t === undefined || !Number.isFinite(t) || t <= 0) return "";
+    return exp ? t.toExponential(0).replace("e+", "e") : String(Number(t.toPrecision(2)));
+  });
+}
+
+// Step ticks as whole numbers with thousands separators, all of them ("50,000", "100,000", never 1.0e+5).
+export function stepLabels(ticks) {
+  return ticks.map((t) => (t === null || t === undefined ? "" : Math.round(t).toLocaleString("en-US")));
+}
+
+// The step range every chart shares, so charts side by side line up (a one-point eval chart spans
+// the run, not 1,900-2,100): the lowest first step and the highest last step of the charted series.
+export function sharedStepRange(all, names) {
+  let lo = Infinity, hi = -Infinity;
+  for (const n of names) {
+    const data = all[n];
+    if (!data || !data.s.length) continue;
+    if (n.startsWith("eval/")) {  // evaluations arrive in any step order; they are few
+      for (const x of data.s) { if (x < lo) lo = x; if (x > hi) hi = x; }
+    } else {
+      lo = Math.min(lo, data.s[0]); hi = Math.max(hi, data.s[data.s.length - 1]);
+    }
+  }
+  return Number.isFinite(lo) ? stepRange(lo, hi) : null;
 }
 
 function themeColors(node) {
@@ -258,7 +295,14 @@ function render({ model, el: root }) {
   const smoothBox = el("input"); smoothBox.type = "checkbox";
   const smoothRange = el("input"); smoothRange.type = "range"; smoothRange.min = "0"; smoothRange.max = "0.99";
   smoothRange.step = "0.01"; smoothRange.value = "0.6";
-  const smoothLabel = el("label"); smoothLabel.append(smoothBox, " smoothing ", smoothRange);
+  const smoothValue = el("span", "tpunb-smooth-value");
+  const smoothLabel = el("label"); smoothLabel.append(smoothBox, " smoothing ", smoothRange, " ", smoothValue);
+  // The weight beside the slider; greyed while smoothing is off.
+  const showWeight = () => {
+    setText(smoothValue, Number(smoothRange.value).toFixed(2));
+    setStyle(smoothValue, "opacity", smoothBox.checked ? "1" : "0.5");
+  };
+  showWeight();
   const hint = el("span", "tpunb-meta");
   controls.append(stop, logLabel, smoothLabel, hint);
   const grid = el("div", "tpunb-grid");
@@ -266,6 +310,7 @@ function render({ model, el: root }) {
 
   let status = {};
   let series = {};
+  let sharedRange = null;  // sharedStepRange of every chart, as of the last chart draw
   const charts = new Map();  // group title -> {node, plot, names, key}
   let frame = null;
   let stopSent = false;
@@ -294,11 +339,15 @@ function render({ model, el: root }) {
     if (status.model_dir) parts.push(status.model_dir);
     if (status.note) parts.push(status.note);
     setText(meta, parts.join(" · "));
-    const f = status.fraction;
+    // The bar counts as the header does, from step 0 to the target (not within this run).
+    const f = status.step !== null && status.step !== undefined && status.target_step
+      ? Math.min(1, Math.max(0, status.step / status.target_step)) : status.fraction;
     setStyle(fill, "width", f === null || f === undefined ? "0" : `${(100 * f).toFixed(1)}%`);
     setStyle(fill, "background", phase === "failed" ? "#c62828" : phase === "stopped" ? "#b35900" : "#1a7f37");
-    const step = status.step === null || status.step === undefined ? "—" : status.step;
-    const target = status.target_step === null || status.target_step === undefined ? "" : ` / ${status.target_step}`;
+    // Steps as the legends and the status bar write them: "68,600 / 100,000".
+    const count = (n) => Math.round(n).toLocaleString("en-US");
+    const step = status.step === null || status.step === undefined ? "—" : count(status.step);
+    const target = status.target_step === null || status.target_step === undefined ? "" : ` / ${count(status.target_step)}`;
     setText(nums, [
       `step ${step}${target}`,
       `loss ${fmt(status.loss)}`,
@@ -328,6 +377,29 @@ function render({ model, el: root }) {
     return text;
   }
 
+  // Away from the cursor the legend reads the latest data received, as the header does: charts are
+  // redrawn at most once a second, the header and legends at every update (setLegend is a few text nodes).
+  function latestStep(names) {
+    let step = null;
+    for (const n of names) {
+      const data = series[n];
+      if (data && data.s.length) step = Math.max(step === null ? -Infinity : step, data.s[data.s.length - 1]);
+    }
+    return step;
+  }
+  function latestValue(n) {
+    const data = series[n];
+    if (!data) return null;
+    const weight = smoothBox.checked && !n.startsWith("eval/") ? Number(smoothRange.value) : 0;
+    return lastValue(weight ? smooth(data.v, weight) : data.v);
+  }
+  function refreshLegends() {
+    for (const chart of charts.values()) {
+      const u = chart.plot;
+      if (u && u.legend && u.legend.idx == null) u.setLegend({ idx: null });
+    }
+  }
+
   function chartWidth(node) {
     return Math.max(200, (node.clientWidth || grid.clientWidth || 400) - 12);
   }
@@ -343,19 +415,25 @@ function render({ model, el: root }) {
       scales: {
         // uPlot pads a lone x value by its own magnitude (step 2000 -> 0..4000) before asking:
         // one step gets the band stepRange gives it; any other range (a zoom) is taken as asked.
-        x: { time: false, range: (u, min, max) => (u.data[0].length === 1 ? stepRange(u.data[0][0], u.data[0][0]) : [min, max]) },
+        // Not zoomed, every chart spans the same steps (sharedStepRange); a zoom is taken as asked.
+        x: { time: false, range: (u, min, max) => {
+          const xs = u.data[0], n = xs.length;
+          const auto = n <= 1 || (min === xs[0] && max === xs[n - 1]);
+          if (!auto) return [min, max];
+          return sharedRange || (n === 1 ? stepRange(xs[0], xs[0]) : [min, max]);
+        } },
         y: { distr: log ? 3 : 1, range: (u, min, max) => valueRange(min, max, log) },
       },
       axes: [
         { stroke: colors.ink, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.ticks, width: 1 },
           incrs: STEP_INCRS, space: 70, label: "step", labelSize: 18, labelFont: "11px system-ui, sans-serif",
-          values: (u, ticks) => ticks.map((t) => (Math.abs(t) >= 1e5 ? t.toExponential(1) : t.toLocaleString())) },
+          values: (u, ticks) => stepLabels(ticks) },
         { stroke: colors.ink, grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.ticks, width: 1 },
           space: 28, size: axisSize, values: (u, ticks, axisIdx, space, incr) => tickLabels(ticks, incr, log) },
       ],
       series: [
         // Away from the cursor the legend reads out the latest values (idx is null there).
-        { label: "step", value: (u, v, si, idx) => stepText(idx == null ? lastValue(u.data[0]) : v) },
+        { label: "step", value: (u, v, si, idx) => stepText(idx == null ? latestStep(names) : v) },
         ...names.map((n, i) => {
           const dots = n.startsWith("eval/");
           return {
@@ -366,7 +444,7 @@ function render({ model, el: root }) {
             // Evaluations always as dots; a training line gets dots only while its points are sparse
             // (uPlot's default), so a run's first point shows instead of an empty chart.
             points: dots ? { show: true, size: 6, fill: COLORS[i % COLORS.length] } : { size: 4 },
-            value: (u, v, si, idx) => fmt(idx == null ? lastValue(u.data[si]) : v, 5),
+            value: (u, v, si, idx) => fmt(idx == null ? latestValue(n) : v, 5),
           };
         }),
       ],
@@ -394,13 +472,23 @@ function render({ model, el: root }) {
     return new uPlot(opts, chartData(names), node);
   }
 
-  function chartData(names) {
+  // chartData(names, skipped): skipped.count gets the number of values a log axis cannot show.
+  function chartData(names, skipped = { count: 0 }) {
     const weight = smoothBox.checked ? Number(smoothRange.value) : 0;
     const log = logBox.checked;
     const tables = names.map((n) => {
       const data = series[n] || { s: [], v: [] };
       let values = n.startsWith("eval/") ? data.v : smooth(data.v, weight);
-      if (log) values = values.map((y) => (y !== null && y > 0 ? y : null));  // a log axis has no room for y <= 0
+      if (log) {
+        // A log axis has no room for y <= 0 (a learning rate decayed to 0): those points are left out,
+        // and the chart says how many, instead of drawing nothing.
+        values = values.map((y) => {
+          if (y === null || y === undefined || !Number.isFinite(y)) return y;
+          if (y > 0) return y;
+          skipped.count += 1;
+          return null;
+        });
+      }
       return [data.s, values];
     });
     // join aligns the series on one step axis and sorts it (evaluations arrive in any step order).
@@ -409,9 +497,17 @@ function render({ model, el: root }) {
 
   function drawCharts(rebuild) {
     const groups = chartGroups(Object.keys(series));
+    sharedRange = sharedStepRange(series, groups.flatMap(([, names]) => names));
     const notes = status.notes || {};
-    // A note says how the points were made (a host_call value averaged over shards): the legend shows it.
-    const described = (n) => (notes[n] ? `${label(n)} (${notes[n]})` : label(n));
+    const weight = smoothBox.checked ? Number(smoothRange.value) : 0;
+    // A note says how the points were made (a host_call value averaged over shards), and a smoothed
+    // line says so: the legend shows both.
+    const described = (n) => {
+      const extra = [];
+      if (notes[n]) extra.push(notes[n]);
+      if (weight && !n.startsWith("eval/")) extra.push(`smoothed ${weight.toFixed(2)}`);
+      return extra.length ? `${label(n)} (${extra.join(", ")})` : label(n);
+    };
     const colors = themeColors(box);
     for (const [name, names] of groups) {
       const key = names.map(described).join("|");
@@ -419,20 +515,30 @@ function render({ model, el: root }) {
       if (!chart) {
         const node = el("div", "tpunb-chart");
         node.dataset.chart = name;
-        node.append(el("div", "tpunb-chart-title", name));
+        const note = el("div", "tpunb-chart-note");
+        node.append(el("div", "tpunb-chart-title", name), note);
         grid.appendChild(node);
-        chart = { node, plot: null, key: null };
+        chart = { node, note, plot: null, key: null };
         charts.set(name, chart);
       }
+      const skipped = { count: 0 };
       if (rebuild || !chart.plot || chart.key !== key) {
         if (chart.plot) chart.plot.destroy();
         chart.plot = makePlot(chart.node, names, colors, described);
         chart.key = key;
+        chartData(names, skipped);
       } else if (dirty) {
         const zoomed = Boolean(chart.node.dataset.zoomed);
-        chart.plot.setData(chartData(names), !zoomed);
+        chart.plot.setData(chartData(names, skipped), !zoomed);
         if (zoomed) chart.plot.redraw();  // uPlot draws nothing on its own when the scales are kept
+      } else {
+        continue;
       }
+      const drawn = names.some((n) => series[n] && series[n].v.some((y) => y !== null && Number.isFinite(y) && y > 0));
+      setText(chart.note, !skipped.count ? "" : drawn
+        ? `log scale: ${skipped.count.toLocaleString("en-US")} value(s) ≤ 0 not drawn`
+        : "log scale: no value above 0 to draw (untick log scale to see them)");
+      chart.node.dataset.logSkipped = String(skipped.count);
     }
     dirty = false;
   }
@@ -446,6 +552,7 @@ function render({ model, el: root }) {
       frame = null;
       drawStatus();
       chartsWhenDue();
+      refreshLegends();
     });
   }
   let pendingRebuild = false;
@@ -491,7 +598,7 @@ function render({ model, el: root }) {
   model.on("msg:custom", onMessage);
   model.on("change:snapshot", onSnapshot);
   stop.addEventListener("click", () => { stopSent = true; model.send({ type: "stop" }); drawStatus(); });
-  for (const input of [logBox, smoothBox, smoothRange]) input.addEventListener("input", () => redraw(true));
+  for (const input of [logBox, smoothBox, smoothRange]) input.addEventListener("input", () => { showWeight(); redraw(true); });
   // Charts follow the cell's width.
   let lastWidth = 0;
   const resize = typeof ResizeObserver !== "undefined" ? new ResizeObserver(() => {

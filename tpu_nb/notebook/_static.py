@@ -40,6 +40,16 @@ def chart_groups(names: List[str]) -> List[Tuple[str, List[str]]]:
 
 def render_png(handle, width_px: int = 900) -> Optional[bytes]:
     """The run's charts as PNG bytes (None when there is nothing to draw)."""
+    fig = render_figure(handle, width_px)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def render_figure(handle, width_px: int = 900):
+    """The run's charts as a matplotlib Figure (Agg canvas, no pyplot), or None with nothing to draw."""
     # The model_dir's earlier runs too (RunHistory.continue_from), as the live charts show them.
     groups = chart_groups(handle.store.chart_names)[:_MAX_PANELS]
     if not groups:
@@ -75,14 +85,31 @@ def render_png(handle, width_px: int = 900) -> Optional[bytes]:
                         label="train " + label if name == "loss" else label)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+        _step_axis(ax)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         _clamp_to_data(ax, [handle.store.chart_series(name)[1] for name in names])
         if len(names) > 1 or title == "eval metrics" or any(name in notes for name in names):
             ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
+
+
+def _step_axis(ax) -> None:
+    """At most 5 step ticks in one short format ("50k", "100k"; "1.5M"): a third of a 900 px figure
+    holds five 150,000-step labels only if they are short ("50000 75000100000125000150000" collided)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=2))
+
+    def label(x, _pos):
+        top = max(abs(t) for t in ax.get_xticks()) if len(ax.get_xticks()) else abs(x)
+        if top >= 1e6:
+            return f"{x / 1e6:g}M"
+        if top >= 1e4:
+            return f"{x / 1e3:g}k"
+        return f"{x:,.0f}"
+
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
 
 
 def _clamp_to_data(ax, value_arrays) -> None:

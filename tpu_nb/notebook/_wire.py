@@ -128,7 +128,9 @@ class DeltaCursor:
         """
         budget = self.max_bytes - reserved_bytes
         lengths = history.lengths()
-        fresh = [name for name, n in lengths.items() if name not in NOT_CHARTED and n > self._sent.get(name, 0)]
+        steps = history.step_series()  # a host_call's global_step argument: the points' step, not a chart
+        fresh = [name for name, n in lengths.items()
+                 if name not in NOT_CHARTED and name not in steps and n > self._sent.get(name, 0)]
         if not fresh:
             return {}
         per_series = max(_MIN_POINTS_PER_SERIES, budget // (24 * len(fresh)))  # ~24 bytes per point in JSON

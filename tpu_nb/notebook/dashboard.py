@@ -110,7 +110,11 @@ class Dashboard(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs):
         data, metadata = super()._repr_mimebundle_(**kwargs)
         data["text/plain"] = f"tpu_nb {self.handle.summary()}"
-        data["text/html"] = _static.summary_html(self.handle)
+        # Where no widget renders (nbconvert without widget state, a plain front end) the table stands in
+        # for the view while the run goes. Once it ended, the static picture under the view carries the
+        # final table: shown here too, an export would list the run's summary twice.
+        data["text/html"] = ("<div class='tpunb-summary-in-picture'></div>" if self.handle.finished
+                             else _static.summary_html(self.handle))
         return data, metadata
 
     def _static_bundle(self, final: bool) -> dict:

@@ -32,6 +32,8 @@ import numpy as np
 LOOP_COLUMNS = ("wall_time", "loss", "steps_per_sec", "examples_per_sec")
 EVAL_PREFIX = "eval/"
 HOST_PREFIX = "host/"
+#: host_call argument names that, holding the global step, are taken for it from their first value on.
+STEP_ARGUMENT_NAMES = frozenset({"global_step", "gs", "step", "steps", "global_steps"})
 _NAN = float("nan")
 
 
@@ -122,6 +124,10 @@ class RunHistory:
         self._queued = collections.deque()
         self._loops = collections.deque()  # (step, wall_time, loss, steps/s, examples/s) per loop
         self._earlier: Optional[Tuple["RunHistory", int]] = None  # see continue_from
+        # host_call arguments that are the global step itself (see _is_step_column): kept in the
+        # history (its column), never charted (the step of every point already). Decided once each.
+        self._step_columns: set = set()
+        self._value_columns: set = set()
 
     # -- earlier runs of the same model_dir (charts only) ------------------------------------------
     def continue_from(self, earlier: "RunHistory", through_step: int) -> None:
@@ -137,7 +143,14 @@ class RunHistory:
     def chart_names(self) -> List[str]:
         """Series names of this run and of the runs it continues (first-seen order)."""
         names = self._earlier[0].chart_names if self._earlier is not None else []
-        return names + [n for n in self.names if n not in names]
+        steps = self.step_series()
+        return names + [n for n in self.names if n not in names and n not in steps]
+
+    def step_series(self) -> set:
+        """The series of host_call arguments that hold the global step: recorded, never charted."""
+        with self._lock:
+            self._flush()  # the step columns are known once the queued values are read
+            return {HOST_PREFIX + n for n in self._step_columns}
 
     def chart_series(self, name: str) -> Tuple[np.ndarray, np.ndarray]:
         """Like :meth:`series`, preceded by the earlier runs' points up to the step this run began at."""
@@ -190,6 +203,8 @@ class RunHistory:
                 if (isinstance(column, np.ndarray) and column.dtype.kind in "fiub"
                         and column.ndim >= 1 and len(column) == count):
                     width = column.size // count if count else 0
+                    if width and name not in self._step_columns and name not in self._value_columns:
+                        self._is_step_column(name, steps, column.reshape(count, width))
                     if width == 1:
                         self._get(HOST_PREFIX + name).extend(steps, column.reshape(count))
                     elif width == shards > 1:
@@ -201,8 +216,35 @@ class RunHistory:
                 for step, value in zip(steps.tolist(), column):  # ragged, object or per-step values
                     self._append_host_value(name, step, value)
 
+    def _is_step_column(self, name: str, steps: np.ndarray, rows: np.ndarray) -> bool:
+        """True if host_call argument ``name`` is the global step (``host_call=(fn, [tf.reshape(gs, [1]),
+        loss])``, the usual summary pattern): whole numbers within one of the step the engine gives each
+        point, on every shard (read before or after the increment).
+        The engine's step is then that argument's value (up to that offset), and a chart of it would be
+        a straight line.
+        One step alone proves little: then only the usual names decide on it."""
+        if name in self._value_columns:
+            return False
+        if rows.dtype.kind == "b" or not len(rows):
+            return False
+        values = rows.astype(np.float64)
+        offsets = values - steps[:, None]
+        # A shard whose read saw the step's own increment is one ahead of the others: still the step.
+        step_like = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values))
+                         and np.all(np.abs(offsets) <= 1))
+        if step_like and (len(values) > 1 or name in STEP_ARGUMENT_NAMES):
+            self._step_columns.add(name)
+            return True
+        if not step_like:
+            self._value_columns.add(name)
+        return False
+
     def _append_host_value(self, name: str, step: int, value) -> None:
         """One step's value of host_call argument ``name``, if it is a number (or one per shard)."""
+        if name not in self._step_columns and name not in self._value_columns:
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arr.dtype.kind in "fiu" and arr.size >= 1:
+                self._is_step_column(name, np.asarray([step], np.int64), arr.reshape(1, arr.size))
         scalar = _as_scalar(value)
         if scalar is not None:
             self._get(HOST_PREFIX + name).append(step, scalar)
