@@ -98,7 +98,12 @@ def _quickstart(nb):
 
 
 def _training_dashboard(nb):
-    assert _number(r"'accuracy': ([0-9.]+)", _printed(nb, "%tpu_evaluate est eval_input_fn -o ev")) > 0.9
+    evaluation = _printed(nb, "%tpu_evaluate est eval_input_fn -o ev")
+    assert _number(r"'accuracy': ([0-9.]+)", evaluation) > 0.9
+    assert re.search(r"'global_step': \d+,", evaluation)  # a step is a whole number, not 2000.0
+    # %tpu_predict -o frame: the cell shows the DataFrame it made.
+    predict = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%tpu_predict")][0]
+    assert [o for o in predict.outputs if o.output_type == "execute_result" and "text/html" in o.data]
     assert "done at step 5000" in _printed(nb, "-o resumed")  # resumed to the stopped run's target
 
 
