@@ -404,3 +404,76 @@ def test_smoothing_shows_its_weight_and_labels_the_smoothed_lines():
                                ".some((e) => e.textContent.includes('smoothed'))")
         legend = page.evaluate(CHART_STATE, "loss")["legend"]
     assert legend == ["step", "train loss (smoothed 0.60)", "eval loss"], legend  # evaluations are never smoothed
+
+
+def _eval_module() -> str:
+    return importlib.resources.files("tpu_nb.notebook").joinpath("static", "eval_dashboard.js").read_text(encoding="utf-8")
+
+
+# The evaluation dashboard's module alone, with a model holding what the kernel syncs after 5 checkpoints.
+RENDER_EVAL = """async ([source, state, dark]) => {
+  if (dark) {
+    document.body.style.setProperty('--jp-ui-font-color1', '#e0e0e0');
+    document.body.style.setProperty('--jp-layout-color1', '#222');
+    document.body.style.background = '#111';
+  }
+  const url = URL.createObjectURL(new Blob([source], {type: "text/javascript"}));
+  const module = await import(url);
+  const model = {get: (name) => state[name], set() {}, save_changes() {}, on() {}, off() {}, send() {}};
+  const root = document.createElement("div");
+  root.style.width = "1100px";
+  document.body.appendChild(root);
+  module.default.render({model, el: root});
+  await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 100)));
+}"""
+
+EVAL_CHARTS = """() => Object.fromEntries([...document.querySelectorAll(".tpunb-eval .tpunb-chart")].map((chart) => [
+  chart.dataset.chart, {xTicks: chart.dataset.xTicks.split("|").filter(Boolean), yTicks: chart.dataset.yTicks.split("|").filter(Boolean),
+  legend: [...chart.querySelectorAll(".u-legend .u-series .u-label")].map((e) => e.textContent),
+  values: [...chart.querySelectorAll(".u-legend .u-series .u-value")].map((e) => e.textContent)}]))"""
+
+
+def _eval_state():
+    steps = [400, 800, 1200, 1600, 2000]
+    accuracy = [0.91, 0.946, 0.95, 0.9533, 0.952]
+    loss = [0.3121, 0.19, 0.1502, 0.09348, 0.1004]
+    rows = [{"step": s, "loss": l, "accuracy": a, "checkpoint": f"model.ckpt-{s}"} for s, l, a in zip(steps, loss, accuracy)]
+    return {"checkpoints": [{"step": s, "name": f"model.ckpt-{s}", "evaluated": True} for s in steps],
+            "selected": [], "rows": rows, "columns": ["loss", "accuracy"], "status": "watching", "error": "",
+            "watching": True, "best": {"step": 1600, "metric": "accuracy", "direction": "max", "value": 0.9533},
+            "model_dir": "/tmp/model"}
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_evaluation_dashboard_has_the_training_dashboards_charts(theme):
+    require_browser()
+    with chromium_page(viewport=(1200, 900)) as page:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("about:blank")
+        page.evaluate(RENDER_EVAL, [_eval_module(), _eval_state(), theme == "dark"])
+        page.wait_for_function("() => document.querySelectorAll('.tpunb-eval .tpunb-chart canvas').length === 2")
+        charts = page.evaluate(EVAL_CHARTS)
+        table = page.evaluate("() => [...document.querySelectorAll('.tpunb-eval-table tr')].map((tr) => "
+                              "({best: tr.classList.contains('best'), cells: [...tr.cells].map((c) => c.textContent)}))")
+        screenshot(page, f"eval_dashboard_{theme}.png")
+        # Hovering a point reads it out in the legend, as on the training charts.
+        canvas = page.locator(".tpunb-eval .tpunb-chart[data-chart='accuracy'] .u-over")
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(100)
+        hovered = page.evaluate(EVAL_CHARTS)["accuracy"]["values"]
+    assert not errors, errors
+    assert set(charts) == {"loss", "accuracy"}
+    for title, chart in charts.items():
+        assert len(chart["xTicks"]) >= 3 and len(chart["yTicks"]) >= 3, (title, chart)
+        assert not [t for t in chart["xTicks"] if "e" in t], chart["xTicks"]
+    assert charts["accuracy"]["legend"] == ["step", "eval accuracy"]
+    assert charts["accuracy"]["values"][0] == "2,000"  # away from the cursor: the latest checkpoint
+    assert hovered[0] == "400" and hovered[1] == "0.91", hovered  # the hovered one: the first
+    header, *rows = table
+    assert header["cells"] == ["step", "loss", "accuracy", "checkpoint"]
+    assert [r["cells"][2] for r in rows] == ["0.9100", "0.9460", "0.9500", "0.9533", "0.9520"]  # aligned
+    assert [r["cells"][1] for r in rows] == ["0.3121", "0.1900", "0.1502", "0.0935", "0.1004"]
+    assert [r["best"] for r in rows] == [False, False, False, True, False]
+    assert rows[3]["cells"][3].endswith("★ best accuracy")

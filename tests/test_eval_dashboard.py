@@ -141,3 +141,47 @@ def test_dashboard_options_for_tpu_evaluate(trained):
     assert args.dashboard and not args.watch
     dash = evaluate_dashboard_from_args(trained, eval_input_fn, args)
     assert dash.frame["step"].tolist() == [12]
+
+
+def test_the_table_aligns_each_columns_numbers_and_marks_the_best_checkpoint(trained):
+    dash = EvalDashboard(trained, eval_input_fn)
+    frame = dash.evaluate("all")
+    best = frame.loc[frame["accuracy"].idxmax()]
+    assert dash.best["metric"] == "accuracy" and dash.best["direction"] == "max"
+    assert dash.best["step"] == best["step"]  # the first step with the highest accuracy
+    table = dash._html()
+    # One count of decimals per column: 0.9100 above 0.9460, never 0.91 above 0.946.
+    import re
+    cells = re.findall(r"<tr[^>]*><td[^>]*>[0-9,]+</td><td[^>]*>([0-9.—]+)</td><td[^>]*>([0-9.—]+)</td>", table)
+    assert len(cells) == 4
+    for column in zip(*cells):
+        assert len({len(value.split(".")[1]) for value in column if "." in value}) == 1, column
+    assert table.count("★ best accuracy") == 1
+    assert f"{int(best['step']):,}</td>" in table.split("★ best accuracy")[0].rsplit("<tr", 1)[1]
+
+
+def test_the_best_checkpoint_is_the_lowest_loss_without_metrics_and_the_highest_score_otherwise():
+    from tpu_nb.notebook.eval_dashboard import best_checkpoint, column_decimals
+
+    rows = [{"step": 10, "loss": 0.5, "error_rate": 0.2}, {"step": 20, "loss": 0.4, "error_rate": 0.3}]
+    assert best_checkpoint(rows, ["loss", "error_rate"])["step"] == 10  # an error rate is better lower
+    assert best_checkpoint(rows, ["loss"]) == {"step": 20, "metric": "loss", "direction": "min", "value": 0.4}
+    assert best_checkpoint([], ["loss"]) == {}
+    assert column_decimals([0.91, 0.946, 0.09348]) == 4 and column_decimals([1234.5, 12.0]) == 0
+
+
+def test_the_status_says_watching_once_the_checkpoint_is_in_the_table(trained):
+    dash = EvalDashboard(trained, eval_input_fn, poll_secs=30)  # one pass, then a long wait for new ones
+    seen = []
+    dash.observe(lambda change: seen.append((change["new"], len(dash.rows))), names="status")
+    dash.watching = True
+    for _ in range(300):
+        if len(dash.rows) == 4 and dash.status == "watching":
+            break
+        threading.Event().wait(0.1)
+    # While the watcher waits for the next checkpoint it says so, not "evaluating model.ckpt-12".
+    assert dash.status == "watching" and len(dash.rows) == 4
+    evaluating = [rows for status, rows in seen if status.startswith("evaluating")]
+    assert evaluating == [0, 1, 2, 3]  # each "evaluating" came before its own row, never after
+    dash.stop(30)
+    assert dash.status == "idle"

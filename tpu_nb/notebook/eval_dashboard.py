@@ -66,7 +66,50 @@ def _scalar(value):
 
 
 def _esm_source() -> str:
-    return importlib.resources.files(__package__).joinpath("eval_dashboard.js").read_text(encoding="utf-8")
+    """The browser module: labextension/widgets/eval_dashboard.js bundled with uPlot and the training
+    dashboard's chart module by the package build (``jlpm build:prod``) into static/eval_dashboard.js."""
+    path = importlib.resources.files(__package__).joinpath("static", "eval_dashboard.js")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        # A source checkout that was never built: a plain message beats an import-time traceback.
+        return ("export default { render({ el }) { el.textContent = 'tpu_nb evaluation dashboard not built: "
+                "run pip install -e . in the tpu_nb checkout (or jlpm build:widgets in labextension/)'; } };")
+
+
+#: Metrics where lower is better; any other metric is better higher (accuracy, auc, precision...).
+_LOWER_IS_BETTER = re.compile(r"loss|error|mse|mae|rmse|perplexity", re.I)
+
+
+def best_checkpoint(rows: List[dict], columns: List[str]) -> dict:
+    """The checkpoint with the best headline metric: the first metric after the loss (higher is better
+    unless its name says error or loss), else the lowest loss. ``{}`` before any result.
+
+    >>> best_checkpoint([{"step": 1, "loss": 0.5, "accuracy": 0.9}, {"step": 2, "loss": 0.4, "accuracy": 0.8}],
+    ...                 ["loss", "accuracy"])
+    {'step': 1, 'metric': 'accuracy', 'direction': 'max', 'value': 0.9}
+    """
+    metrics = [c for c in columns if c != "loss"] + (["loss"] if "loss" in columns else [])
+    for metric in metrics:
+        scored = [r for r in rows if r.get(metric) is not None]
+        if not scored:
+            continue
+        lower = bool(_LOWER_IS_BETTER.search(metric))
+        best = (min if lower else max)(scored, key=lambda r: r[metric])
+        return {"step": best["step"], "metric": metric, "direction": "min" if lower else "max", "value": best[metric]}
+    return {}
+
+
+def column_decimals(values) -> int:
+    """Decimals that give the column's largest value 4 significant digits, used for all its values, so
+    the numbers line up (0.9100 above 0.9460, never 0.91 above 0.946); as the browser table does."""
+    finite = [abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return 0
+    big = max(finite)
+    if big == 0:
+        return 1
+    return max(0, min(6, 3 - math.floor(math.log10(big))))
 
 
 class EvalDashboard(anywidget.AnyWidget):
@@ -88,6 +131,8 @@ class EvalDashboard(anywidget.AnyWidget):
     rows = traitlets.List().tag(sync=True)  # one dict per evaluated checkpoint, by step
     columns = traitlets.List().tag(sync=True)  # loss first, then the metrics
     status = traitlets.Unicode("idle").tag(sync=True)
+    best = traitlets.Dict().tag(sync=True)  # best_checkpoint(rows, columns)
+    model_dir = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     watching = traitlets.Bool(False).tag(sync=True)
     evaluate_clicks = traitlets.Int(0).tag(sync=True)
@@ -106,6 +151,7 @@ class EvalDashboard(anywidget.AnyWidget):
         if not poll_secs > 0:
             raise ValueError(f"poll_secs must be positive, got {poll_secs!r}.")
         self.estimator, self.input_fn = estimator, input_fn
+        self.model_dir = str(estimator.model_dir)
         self.eval_steps, self.name, self.hooks, self.poll_secs = steps, name, hooks, poll_secs
         self._results: Dict[str, dict] = {}  # checkpoint path -> row
         self._eval_lock = threading.Lock()  # one evaluation at a time, whoever asks
@@ -176,6 +222,7 @@ class EvalDashboard(anywidget.AnyWidget):
                 if raise_errors:
                     raise
                 self.error = f"{os.path.basename(path)}: {type(e).__name__}: {e}"
+                self._status_after_evaluation()
                 return None
             match = _STEP.search(path)
             row = {"step": int(results.get("global_step", match.group(1) if match else -1))}
@@ -185,8 +232,14 @@ class EvalDashboard(anywidget.AnyWidget):
             row["checkpoint"] = os.path.basename(path)
             self._results[path] = row
             self._publish()
+            self._status_after_evaluation()
             self._overlay(row["step"], results)
             return row
+
+    def _status_after_evaluation(self) -> None:
+        """What the dashboard does now, not what it last did: once a row is in the table, the status no
+        longer says "evaluating" it (a watcher then waits for the next checkpoint)."""
+        self.status = "watching" if self.watching and not self._stop.is_set() else "idle"
 
     def _overlay(self, step: int, results: dict) -> None:
         """Adds the results to the latest training dashboard of this model_dir (its eval points)."""
@@ -203,6 +256,7 @@ class EvalDashboard(anywidget.AnyWidget):
             names += [k for k in row if k not in ("step", "checkpoint") and k not in names]
         names.sort(key=lambda n: (n != "loss", n))
         self.columns = names
+        self.best = best_checkpoint(rows, names)
         self.rows = rows
         self.checkpoints = [dict(c, evaluated=any(r["checkpoint"] == c["name"] for r in rows))
                             for c in self.checkpoints]
@@ -310,8 +364,24 @@ class EvalDashboard(anywidget.AnyWidget):
         head = (f"<b>tpu_nb evaluation</b> of {html.escape(self.estimator.model_dir)}: "
                 f"{len(self.rows)} of {len(self.checkpoints)} checkpoint(s) evaluated")
         error = f"<div style='color:#c62828'>{html.escape(self.error)}</div>" if self.error else ""
-        table = self.frame.to_html(index=False, float_format=lambda v: f"{v:.4g}") if self.rows else ""
-        return f"<div class='tpu-nb-eval'>{head}{error}{table}</div>"
+        return f"<div class='tpu-nb-eval'>{head}{error}{self._table_html()}</div>"
+
+    def _table_html(self) -> str:
+        """The results with each column's numbers to the same decimals, right-aligned, the best marked."""
+        rows, columns, best = list(self.rows), list(self.columns), dict(self.best)
+        if not rows:
+            return ""
+        decimals = {c: column_decimals([r.get(c) for r in rows]) for c in columns}
+        cell = "style='text-align:right;padding:1px 12px 1px 0;font-variant-numeric:tabular-nums'"
+        head = "".join(f"<th {cell}>{html.escape(c)}</th>" for c in ["step", *columns]) + "<th>checkpoint</th>"
+        body = []
+        for r in rows:
+            values = "".join(f"<td {cell}>{'—' if r.get(c) is None else f'{r[c]:,.{decimals[c]}f}'}</td>" for c in columns)
+            is_best = best.get("step") == r["step"]
+            mark = f" ★ best {html.escape(best['metric'])}" if is_best else ""
+            style = " style='font-weight:600'" if is_best else ""
+            body.append(f"<tr{style}><td {cell}>{r['step']:,}</td>{values}<td>{html.escape(r['checkpoint'])}{mark}</td></tr>")
+        return f"<table class='tpu-nb-eval-table'><tr>{head}</tr>{''.join(body)}</table>"
 
     def render_png(self, width_px: int = 900) -> Optional[bytes]:
         """Metric-vs-step charts as PNG bytes (None before any result)."""
@@ -325,13 +395,21 @@ class EvalDashboard(anywidget.AnyWidget):
         nrows = -(-len(names) // cols)
         fig = Figure(figsize=(width_px / 100, 2.4 * nrows + 0.4), dpi=100)
         FigureCanvasAgg(fig)
+        from ._static import _step_axis
+
         steps = [r["step"] for r in rows]
+        best = dict(self.best)
         for i, name in enumerate(names):
             ax = fig.add_subplot(nrows, cols, i + 1)
             values = [np.nan if r.get(name) is None else r[name] for r in rows]
-            ax.plot(steps, values, "o-", markersize=3)
+            # The training dashboard's look: its first colour, dots for evaluations, the same step axis.
+            ax.plot(steps, values, "o-", markersize=3, color="#1f77b4", label=f"eval {name}")
+            if best.get("metric") == name:
+                ax.plot([best["step"]], [best["value"]], "*", markersize=10, color="#e8710a", label="best")
+                ax.legend(fontsize=7)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel("step", fontsize=8)
+            _step_axis(ax)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
