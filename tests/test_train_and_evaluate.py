@@ -168,3 +168,13 @@ def test_a_parameter_server_task_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"ps": ["h:1"]}, "task": {"type": "ps", "index": 0}}')
     with pytest.raises(ValueError, match="no parameter servers"):
         train_and_evaluate(_estimator(tmp_path), TrainSpec(_input_fn, max_steps=2), EvalSpec(_input_fn))
+
+
+def test_chief_task_only_trains_and_leaves_evaluation_to_the_evaluator(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["localhost:2222"]}, "task": {"type": "chief", "index": 0}}')
+    metrics, exports = train_and_evaluate(_estimator(tmp_path), TrainSpec(_input_fn, max_steps=4),
+                                          EvalSpec(_input_fn, steps=1, throttle_secs=0,
+                                                   exporters=FinalExporter("final", _receiver_fn)))
+    assert (metrics, exports) == (None, [])
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("-4")
+    assert _evaluated_steps(tmp_path) == [] and not os.path.exists(os.path.join(str(tmp_path), "export"))

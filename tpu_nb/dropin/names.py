@@ -44,6 +44,9 @@ IMPLEMENTED.update({
     "UnsupervisedInputReceiver": _attr(_TPU_NB, "ServingInputReceiver"),
     "TPUContext": _attr("tpu_nb.sharded_inputs", "InputContext"),
     "pandas_input_fn": _attr("tpu_nb.dropin.pandas_inputs", "pandas_input_fn"),
+    "export_estimator_savedmodel": _attr("tpu_nb.dropin.tpu_export", "export_estimator_savedmodel"),
+    "parse_iterations_per_loop": _attr("tpu_nb.config", "parse_iterations_per_loop"),
+    "IterationsPerLoopCounter": _attr("tpu_nb.config", "IterationsPerLoop"),
     "TaskType": _attr("tpu_nb.dropin.run_config_names", "TaskType"),
     "get_default_session_config": _attr("tpu_nb.dropin.run_config_names", "get_default_session_config"),
     # Export outputs and signature helpers the original re-exported from TensorFlow.
