@@ -41,6 +41,16 @@ FOUR_STEPS = """() => {
 }"""
 
 
+# Run in the kernel after the stop: a training whose model_fn raises before the run begins.
+BROKEN_RUN = (
+    "def broken_model_fn(features, labels, mode, params):\n"
+    "    raise ValueError('the model_fn is broken')\n"
+    "broken = TPUEstimator(model_fn=broken_model_fn, use_tpu=False, train_batch_size=32,\n"
+    "                      config=RunConfig(model_dir=tempfile.mkdtemp(prefix='broken_')))\n"
+    "get_ipython().run_line_magic('tpu_train', 'broken train_input_fn --steps 10 --no-dashboard -o broken_run')\n"
+)
+
+
 @pytest.mark.slow
 def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
     require_browser()
@@ -86,6 +96,18 @@ def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
         page.wait_for_function(f"() => JSON.stringify(({FOUR_STEPS})()) === JSON.stringify([{step}, {step}, {step}, {step}])",
                                timeout=5_000)
         screenshot(page, "jupyterlab_stopped.png")
+
+        # A run whose model_fn raises while the graph is built (no RunStarted ever) is listed as failed,
+        # with its error's first line, and the status bar follows it instead of the stopped run.
+        page.evaluate(f"() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                      f".requestExecute({{code: {BROKEN_RUN!r}}})")
+        failed = page.locator("#tpu-nb-runs .tpunb-run[data-phase='failed']")
+        failed.wait_for(timeout=60_000)
+        assert failed.locator(".tpunb-run-name").text_content() == "broken_run · train"
+        assert failed.locator(".tpunb-run-state").text_content() == "failed: ValueError: the model_fn is broken"
+        page.wait_for_function("() => /train failed: ValueError/.test(document.querySelector('.tpunb-status').textContent)",
+                               timeout=10_000)
+        screenshot(page, "jupyterlab_failed_run.png")
 
 
 @pytest.mark.slow
