@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 
 import tensorflow as tf
 from tensorflow.python.distribute import values as _values
@@ -20,6 +21,7 @@ from tensorflow.python.distribute import values as _values
 from .config import InputPipelineConfig as IPC
 from .host_calls import taken_before_updates
 from .model_calls import call_model_fn
+from .replica_collections import collections_per_replica, regularizers_on_every_replica
 from .spec import EstimatorSpec, flat_tensors, repacked
 
 
@@ -167,6 +169,20 @@ def gather(strategy, value, only_first=False):
     return tf.concat(list(parts), 0)
 
 
+def mask_if_batch(gathered, per_replica, mask, per_shard_batch):
+    """Drops the padded rows of a gathered eval_metrics tensor, if it carries the batch.
+
+    Only a tensor whose rows are the replica's examples (first dimension the per-shard batch) was padded;
+    anything else (a learning rate tiled to a few rows, per-class counts) reaches metric_fn as the
+    original passed it. A first dimension unknown when the graph is built is decided when it runs.
+    """
+    rows = tf.compat.dimension_value(per_replica.shape[0]) if per_replica.shape.rank else None
+    if rows is not None:
+        return tf.boolean_mask(gathered, mask) if rows == per_shard_batch else gathered
+    carries_batch = tf.equal(tf.shape(gathered)[0], tf.shape(mask)[0])
+    return tf.cond(carries_batch, lambda: tf.boolean_mask(gathered, mask), lambda: tf.identity(gathered))
+
+
 def _flatten_fn_tensors(field, value):
     """(fn, list_or_dict) -> (fn, structure, flat list); sharded tensors need a batch dimension."""
     fn, tensors = value
@@ -178,6 +194,14 @@ def _flatten_fn_tensors(field, value):
                 "concatenated along dimension 0. Reshape it to [1], e.g. tf.reshape(t, [1])."
             )
     return fn, tensors, flat
+
+
+def _replica_index():
+    """This replica's index among the local replicas (the strategy runs each in a thread of its own)."""
+    index = getattr(threading.current_thread(), "replica_id", None)
+    if index is None:
+        index = tf.distribute.get_replica_context()._replica_id_in_sync_group  # noqa: SLF001
+    return int(index)
 
 
 class ShardedStep:
@@ -210,6 +234,12 @@ class ShardedStep:
         est = self.est
 
         def replica_fn(features, labels):
+            index = _replica_index()
+            regularizers = regularizers_on_every_replica() if index > 0 else contextlib.nullcontext()
+            with views.replica(index), regularizers:
+                return build_replica(features, labels)
+
+        def build_replica(features, labels):
             _share_creators_with_outer_graphs()
             spec = call_model_fn(est.model_fn, features, labels, self.mode, est.config, est.params,
                                  self.plan.model_fn_batch, True, allow_estimator_spec=train, context=self.context,
@@ -242,7 +272,7 @@ class ShardedStep:
                     outputs["predictions"] = dict(preds)
             return outputs
 
-        with sharded_scope(self.strategy):
+        with sharded_scope(self.strategy), collections_per_replica() as views:
             results = self.strategy.extended.call_for_each_replica(replica_fn, args=(features, labels))
         self.spec = _scaffold_fn_in_cross_replica_context(captured["spec"], self.strategy)
         broadcast = self.plan.input_mode == IPC.BROADCAST
@@ -262,7 +292,9 @@ class ShardedStep:
             fn, structure, _ = _flatten_fn_tensors("eval_metrics", self.spec.eval_metrics)
             gathered = [self._gather(v, only_first=broadcast) for v in results["eval_metrics"]]
             if self.mask is not None:
-                gathered = [tf.boolean_mask(t, self.mask) for t in gathered]
+                per_shard = self.plan.model_fn_batch
+                parts = [self.strategy.experimental_local_results(v)[0] for v in results["eval_metrics"]]
+                gathered = [mask_if_batch(t, part, self.mask, per_shard) for t, part in zip(gathered, parts)]
             self.eval_metrics = (fn, repacked(structure, gathered))
         self.predictions = None
         if "predictions" in results:

@@ -8,6 +8,7 @@ from .. import const_lifting
 from ..host_calls import HostCallQueue
 from ..input_pipeline import InputPipeline
 from ..model_calls import call_input_fn, call_model_fn
+from ..replica_collections import collections_per_replica
 from ..modes import ModeKeys
 from .base import Backend, EvalGraph, PredictGraph, TrainGraph
 from .device_loop import train_while_loop
@@ -30,8 +31,11 @@ class OneDevice(Backend):
 
         def step_fn(i):
             features, labels = pipeline.next()
-            spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
-                                 est.train_batch_size, est.use_tpu)
+            # One replica's view too: the v1 summaries model_fn builds in the loop are left out of the
+            # collection the session would merge (and fail on), as on shards.
+            with collections_per_replica() as views, views.replica(0):
+                spec = call_model_fn(est.model_fn, features, labels, ModeKeys.TRAIN, est.config, est.params,
+                                     est.train_batch_size, est.use_tpu)
             captured["spec"] = spec
             loss = tf.cast(tf.convert_to_tensor(spec.loss), tf.float32)
             with tf.control_dependencies([spec.train_op]):
