@@ -65,6 +65,9 @@ class TpuMagics(Magics):
                 if len(fitting) == 1:  # one candidate, however far from the typo: name it
                     raise UsageError(f"name {head!r} is not defined in the notebook. "
                                      f"Did you mean {fitting[0]!r} (the notebook's only {kind})?")
+                if fitting:  # several, none close: list them rather than suggest a name that does not fit
+                    listed = ", ".join(repr(n) for n in fitting[:8])
+                    raise UsageError(f"name {head!r} is not defined in the notebook. Its {kind}s: {listed}.")
             raise UsageError(f"name {head!r} is not defined in the notebook.{_did_you_mean(head, visible)}")
         for attr in rest:
             if not hasattr(value, attr):
