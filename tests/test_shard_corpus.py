@@ -239,11 +239,24 @@ IDIOMS = {f.__name__: f for f in (total_loss, scope_regularizer, slim_style, ker
 # --------------------------------------------------------------------------- running them
 
 
+_model_dirs = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _model_dir_base(tmp_path_factory):
+    # run() is cached across this module's tests; its model_dirs live in pytest's temporary tree.
+    _model_dirs.append(tmp_path_factory.mktemp("corpus"))
+    yield
+    run.cache_clear()
+    _model_dirs.clear()
+
+
 @functools.lru_cache(maxsize=None)
 def run(idiom, shards, eval_fn=eval_input_fn):
     """Trains STEPS steps, evaluates and predicts; returns (variables, eval results, predictions)."""
     model_fn = IDIOMS[idiom]
-    config = dict(model_dir=tempfile.mkdtemp(prefix=f"corpus-{idiom}-{shards}-"), tf_random_seed=1,
+    model_dir = tempfile.mkdtemp(prefix=f"{idiom}-{shards}-", dir=_model_dirs[-1])
+    config = dict(model_dir=model_dir, tf_random_seed=1,
                   tpu_config=tpu_nb.TPUConfig(iterations_per_loop=3))
     if shards:
         config["cluster"] = tpu_nb.SimulatedTPU(num_cores=shards, num_hosts=1)
@@ -336,3 +349,72 @@ def test_dropout_trains_on_shards_and_one_checkpoint_predicts_the_same_everywher
     on_device = np.stack([p["logits"] for p in estimator(0).predict(predict_input_fn)])
     assert np.isfinite(on_shards).all()
     _assert_same(on_device, on_shards, "predictions from one checkpoint")
+
+
+# --------------------------------------------------------------------------- the estimator against a plain session
+
+
+def _relu_net(features, labels, mode, params):
+    """A ReLU network in the style of the program whose network died in some tpu_nb runs."""
+    h = tf.nn.relu(_dense(_flat(features), 32, "hidden1"))
+    h = tf.nn.relu(_dense(h, 32, "hidden2"))
+    logits = _dense(h, 3, "out")
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    opt = tf.compat.v1.train.MomentumOptimizer(0.05, 0.9)
+    return tpu_nb.TPUEstimatorSpec(mode, loss=loss,
+                                   train_op=opt.minimize(loss, global_step=tf.compat.v1.train.get_global_step()))
+
+
+def _plain_session(model_dir, steps):
+    """The same model_fn in a plain graph and session (no estimator), from a fixed seed; saves step 0."""
+    x, y = _block()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.set_random_seed(3)
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        features = tf.constant(np.tile(x, (BATCH // BLOCK, 1, 1, 1)))
+        labels = tf.constant(np.tile(y, BATCH // BLOCK))
+        spec = _relu_net(features, labels, tpu_nb.ModeKeys.TRAIN, {})
+        saver = tf.compat.v1.train.Saver()
+        names = [v.op.name for v in tf.compat.v1.trainable_variables()]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, f"{model_dir}/model.ckpt", global_step=0)
+            initial = dict(zip(names, sess.run(tf.compat.v1.trainable_variables())))
+            for _ in range(steps):
+                sess.run(spec.train_op)
+            trained = dict(zip(names, sess.run(tf.compat.v1.trainable_variables())))
+    assert int(global_step.graph is graph)
+    return initial, trained
+
+
+@pytest.mark.parametrize("shards", [0, 8])
+def test_estimator_steps_are_a_plain_sessions_steps_from_the_same_weights(tmp_path, shards):
+    # Looking for why a ReLU network died in some tpu_nb runs and in none without it: from the same weights
+    # the estimator's steps (one device, and 8 shards at the same global batch) are a plain session's.
+    initial, trained = _plain_session(str(tmp_path), steps=STEPS)
+    config = dict(model_dir=str(tmp_path), tpu_config=tpu_nb.TPUConfig(iterations_per_loop=4))
+    if shards:
+        config["cluster"] = tpu_nb.SimulatedTPU(num_cores=shards, num_hosts=1)
+    est = tpu_nb.TPUEstimator(_relu_net, config=tpu_nb.RunConfig(**config), use_tpu=bool(shards),
+                              train_batch_size=BATCH)
+    est.train(train_input_fn, steps=STEPS)
+    for name, value in trained.items():
+        assert not np.allclose(value, initial[name])  # the steps did move it
+        _assert_same(value, est.get_variable_value(name), f"{name} after {STEPS} steps")
+
+
+def test_estimator_initial_weights_have_a_plain_sessions_scale(tmp_path):
+    # With a graph seed the estimator numbers model_fn's op seeds from a fixed base (the same weights on
+    # every backend), so they are not the plain session's draws: the same distribution, other values.
+    initial, _ = _plain_session(str(tmp_path / "plain"), steps=0)
+    est = tpu_nb.TPUEstimator(_relu_net, config=tpu_nb.RunConfig(model_dir=str(tmp_path / "est"), tf_random_seed=3),
+                              use_tpu=False, train_batch_size=BATCH)
+    est.train(train_input_fn, steps=1)
+    for name, value in initial.items():
+        if name.endswith("kernel"):
+            fan_in, fan_out = value.shape
+            limit = np.sqrt(6.0 / (fan_in + fan_out))  # glorot_uniform's bound
+            ours = tf.train.load_variable(str(tmp_path / "est" / "model.ckpt-0"), name)  # saved before step 1
+            assert np.abs(ours).max() <= limit and np.abs(value).max() <= limit
+            assert np.std(ours) == pytest.approx(np.std(value), rel=0.25)
