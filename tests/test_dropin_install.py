@@ -14,6 +14,7 @@ import tpu_nb
 from tpu_nb.dropin import installing, keras_env
 
 ORIGINAL_PATHS = ("tensorflow_estimator", "tensorflow_estimator.python.estimator.tpu.tpu_estimator",
+                  "tensorflow.python.estimator", "tensorflow.python.estimator.estimator",
                   "tensorflow.compat.v1.estimator", "tensorflow.compat.v1.estimator.tpu",
                   "tensorflow.estimator", "tensorflow.compat.v2.estimator.export")
 
@@ -41,7 +42,8 @@ def test_nothing_is_installed_unless_asked():
     _absent()
 
 
-def test_original_imports_resolve_after_install_and_not_after_uninstall(installed):
+def test_original_imports_resolve_after_install_and_not_after_uninstall(installed, tmp_path):
+    installed_dir = tmp_path
     import tensorflow.compat.v1 as tf1
     from tensorflow.compat.v1 import estimator as tf_estimator
     from tensorflow_estimator.python.estimator.tpu import tpu_config, tpu_estimator
@@ -52,6 +54,11 @@ def test_original_imports_resolve_after_install_and_not_after_uninstall(installe
     assert tpu_estimator.TPUEstimatorSpec is tpu_nb.TPUEstimatorSpec and tpu_config.TPUConfig is tpu_nb.TPUConfig
     assert export_output.PredictOutput is tpu_nb.PredictOutput
     assert importlib.import_module("tensorflow.compat.v1.estimator.tpu") is tf_estimator.tpu
+    # TF <= 2.15's shim package, whose private helper tensorflow/tpu's EfficientNet calls.
+    from tensorflow.python.estimator import estimator as shim
+
+    assert shim.Estimator is tpu_nb.Estimator
+    assert shim._load_global_step_from_checkpoint_dir(str(installed_dir)) == 0
     assert tpu_nb.install_estimator_modules(quiet=True) == installed  # a second call changes nothing
     installing.uninstall()
     _absent()

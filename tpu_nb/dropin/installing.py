@@ -10,7 +10,7 @@ import logging
 import sys
 
 from . import keras_env
-from .modules import V1, V2, stand_in_modules
+from .modules import PACKAGE, TF_SHIM, V1, V2, stand_in_modules
 
 _log = logging.getLogger("tpu_nb")
 _MISSING = object()
@@ -23,6 +23,7 @@ def _module_entries() -> dict:
         entries[path] = module
         if path == V2 or path.startswith(V2 + "."):
             entries["tensorflow.compat.v2.estimator" + path[len(V2):]] = module
+    entries[TF_SHIM + ".estimator"] = entries[PACKAGE + ".python.estimator.estimator"]
     return entries
 
 

@@ -16,6 +16,9 @@ from .original_names import ORIGINAL_NAMES
 V1 = "tensorflow.compat.v1.estimator"
 V2 = "tensorflow.estimator"
 PACKAGE = "tensorflow_estimator"
+# TensorFlow <= 2.15 had a shim package re-exporting tensorflow_estimator's modules; programs import
+# ``from tensorflow.python.estimator import estimator`` for its private helpers.
+TF_SHIM = "tensorflow.python.estimator"
 
 
 class StandInModule(types.ModuleType):
@@ -29,8 +32,9 @@ class StandInModule(types.ModuleType):
         self.__all__ = sorted(public_names)
 
     def __getattr__(self, attr):
-        if attr in self._tpu_nb_names:
-            value = _names.resolve(self.__name__, attr)
+        private = _names.PRIVATE_FUNCTIONS.get(self.__name__, {})
+        if attr in self._tpu_nb_names or attr in private:
+            value = private[attr]() if attr in private else _names.resolve(self.__name__, attr)
             setattr(self, attr, value)  # resolved once: the same object every time, as a real module
             return value
         raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r} (tpu_nb's stand-in lists the "
@@ -56,6 +60,8 @@ def _build():
         module(path)
     # tensorflow_estimator.estimator was the v1 API, as tensorflow_estimator 2.15 had it.
     module(PACKAGE).estimator = modules[V1]
+    shim = modules[TF_SHIM] = StandInModule(TF_SHIM, ())
+    shim.estimator = modules[PACKAGE + ".python.estimator.estimator"]
     for path, knobs in _names.PRIVATE_KNOBS.items():
         for name, value in knobs.items():
             setattr(modules[path], name, value)

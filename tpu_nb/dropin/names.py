@@ -141,3 +141,11 @@ def resolve(module_path: str, name: str):
 PRIVATE_KNOBS = {
     "tensorflow_estimator.python.estimator.tpu.tpu_estimator": {"_WRAP_INPUT_FN_INTO_WHILE_LOOP": False},
 }
+
+# Private functions of the original that published programs call (tensorflow/tpu's EfficientNet, MnasNet...
+# resume their schedules with estimator._load_global_step_from_checkpoint_dir(model_dir)).
+PRIVATE_FUNCTIONS = {
+    "tensorflow_estimator.python.estimator.estimator": {
+        "_load_global_step_from_checkpoint_dir": _attr("tpu_nb.training", "checkpointed_step"),
+    },
+}
