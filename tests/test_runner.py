@@ -103,6 +103,28 @@ def test_module_mode_runs_as_python_dash_m_with_the_modules_installed(tmp_path):
     assert _tpu_nb_run("-m", "probe_module", "3", cwd=tmp_path).returncode == 3  # its exit status is ours
 
 
+def test_pytest_runs_test_files_written_for_the_original(tmp_path):
+    # As the original's TPU test files are written: absl flags read in tests, tensorflow_estimator imports.
+    (tmp_path / "original_style_test.py").write_text(textwrap.dedent("""
+        from absl import flags
+        import tensorflow.compat.v1 as tf
+        from tensorflow_estimator.python.estimator.tpu import tpu_config
+
+        flags.DEFINE_integer("test_num_shards", 8, "number of replicas to test")
+        FLAGS = flags.FLAGS
+
+
+        class ConfigTest(tf.test.TestCase):
+
+            def test_num_shards_flag_and_config(self):
+                config = tpu_config.TPUConfig(iterations_per_loop=FLAGS.test_num_shards)
+                self.assertEqual(8, config.iterations_per_loop)
+    """))
+    done = _tpu_nb_run("-m", "pytest", "-q", "-p", "no:cacheprovider", "original_style_test.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout
+
+
 def test_missing_tf_keras_is_named_with_the_install_command(tmp_path):
     program = tmp_path / "uses_layers.py"
     program.write_text("import tensorflow.compat.v1 as tf\nprint(tf.layers.Dense(3))\n")

@@ -101,7 +101,8 @@ _EARLY_STOPPING = ("early-stopping and evaluator hooks",
 _KERAS = ("Keras model to Estimator conversion",
           "call the Keras 2 model inside a model_fn (logits = model(features, training=...)).")
 _ADD_METRICS = ("add_metrics",
-                "add the metrics in model_fn: EstimatorSpec(eval_metric_ops=...) or TPUEstimatorSpec(eval_metrics=...).")
+                "add the metrics in model_fn: EstimatorSpec(eval_metric_ops=...) or "
+                "TPUEstimatorSpec(eval_metrics=...).")
 
 REFUSED = {}
 for _name in ("BaselineClassifier", "BaselineEstimator", "BaselineRegressor", "DNNClassifier", "DNNEstimator",

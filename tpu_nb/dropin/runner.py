@@ -98,6 +98,8 @@ def run(argv) -> int:
     else:
         sys.argv = [module] + list(args)
         sys.path.insert(0, os.getcwd())
+    if module == "pytest":
+        _absl_flags_at_their_defaults()
     try:
         if program is not None:
             runpy.run_path(program, run_name="__main__")
@@ -111,6 +113,17 @@ def run(argv) -> int:
             print(f"\ntpu_nb run: {keras_note}", file=sys.stderr)
         return 1
     return 0
+
+
+def _absl_flags_at_their_defaults():
+    # The original's test files read absl flags (FLAGS.test_num_shards) that absltest.main() parses; under
+    # pytest nobody parses them and every read fails. Marked parsed, each flag reads as its default.
+    try:
+        from absl import flags
+    except ImportError:
+        return
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _exit_status(code) -> int:
