@@ -5,6 +5,8 @@ original. Every test undoes the install (``uninstall``), so nothing is left for 
 """
 
 import importlib
+import os
+import subprocess
 import sys
 
 import pytest
@@ -22,6 +24,8 @@ ORIGINAL_PATHS = ("tensorflow_estimator", "tensorflow_estimator.python.estimator
 @pytest.fixture
 def installed(monkeypatch):
     monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)  # install() may set it; monkeypatch restores it
+    # Whether an earlier test in this process used tf.keras (Keras 3) must not change what is tested here.
+    monkeypatch.setattr(keras_env, "keras3_already_chosen", lambda: False)
     assert not installing.installed(), "another test left the estimator modules installed"
     try:
         yield tpu_nb.install_estimator_modules(quiet=True)
@@ -83,3 +87,23 @@ def test_keras_3_already_chosen_says_how_to_restart(monkeypatch):
     note = keras_env.prefer_keras_2()
     assert "Keras 3" in note and "Restart the kernel" in note and "%env TF_USE_LEGACY_KERAS=1" in note
     assert "TF_USE_LEGACY_KERAS" not in __import__("os").environ  # too late to help: not set
+
+
+def _fresh_python(code):
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_process_that_already_used_keras_3_is_told_to_restart_and_one_that_did_not_gets_keras_2():
+    # A notebook kernel whose earlier cell used tf.keras (Keras 3), then the one added cell.
+    note = _fresh_python("import tensorflow as tf; tf.keras.layers; import tpu_nb; "
+                         "print(repr(tpu_nb.install_estimator_modules(quiet=True)))")
+    assert "already uses Keras 3" in note and "%env TF_USE_LEGACY_KERAS=1" in note
+    # The added cell first: tf.compat.v1.layers used afterwards is Keras 2.
+    layers = _fresh_python("import tensorflow.compat.v1 as tf; import tpu_nb; "
+                           "assert tpu_nb.install_estimator_modules(quiet=True) == ''; "
+                           "print(type(tf.layers.Dense(1)).__module__)")
+    assert layers.startswith("tf_keras.")

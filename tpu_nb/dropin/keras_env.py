@@ -37,12 +37,20 @@ def keras3_already_chosen() -> bool:
         holders.append(vars(wrapped))
     for holder in holders:
         for key in ("keras", "layers"):
-            loader = holder.get(key)
-            state = vars(loader) if hasattr(loader, "__dict__") else {}
-            # Read from the instance dict: attribute access would make the lazy loader choose a Keras now.
-            if state.get("_tfll_initialized") and state.get("_tfll_keras_version") == "keras_3":
+            if _is_keras_3(holder.get(key)):
                 return True
     return False
+
+
+def _is_keras_3(entry) -> bool:
+    # Before first use the entry is TensorFlow's lazy loader: read its state from the instance dict, as
+    # attribute access would make it choose a Keras now. After first use it is the chosen module itself.
+    state = vars(entry) if hasattr(entry, "__dict__") else {}
+    if "_tfll_initialized" in state:
+        return bool(state["_tfll_initialized"]) and state.get("_tfll_keras_version") == "keras_3"
+    name = getattr(entry, "__name__", "") or ""
+    keras = sys.modules.get("keras")
+    return name.split(".")[0] == "keras" and str(getattr(keras, "__version__", "")).startswith("3")
 
 
 def prefer_keras_2() -> str:
