@@ -66,8 +66,7 @@ def test_runner_options_come_before_the_program_and_the_rest_is_the_programs(arg
 def test_command_line_mistakes_say_what_was_wrong_and_change_nothing(argv, message, capsys, monkeypatch):
     monkeypatch.delenv("TPU_NB_SIMULATE", raising=False)
     assert runner.main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and "usage:" in err.lower() or message in err
+    assert message in capsys.readouterr().err
     assert "TPU_NB_SIMULATE" not in os.environ
 
 
