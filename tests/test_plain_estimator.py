@@ -85,3 +85,17 @@ def test_plain_estimator_warm_starts_from_a_sharded_tpu_estimator(tmp_path):
 def test_plain_estimator_takes_only_its_own_arguments():
     with pytest.raises(TypeError):
         tpu_nb.Estimator(_model_fn_for(use_tpu=False), use_tpu=True)
+
+
+def test_plain_estimator_takes_an_input_fn_without_arguments_and_tpu_estimator_names_params(tmp_path):
+    # tf.estimator.Estimator called input_fn() when it took no arguments; many plain programs write it so.
+    def input_fn():
+        x, y = make_data(64)
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
+
+    est = tpu_nb.Estimator(_model_fn_for(use_tpu=False), model_dir=str(tmp_path / "plain"))
+    est.train(input_fn, steps=2)
+    assert est.evaluate(lambda mode: input_fn().take(2))["global_step"] == 2
+    with pytest.raises(ValueError, match="must take an argument named 'params'"):
+        tpu_nb.TPUEstimator(_model_fn_for(use_tpu=False), model_dir=str(tmp_path / "tpu"), use_tpu=False,
+                            train_batch_size=16).train(input_fn, steps=1)

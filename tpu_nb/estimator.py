@@ -42,6 +42,9 @@ class TPUEstimator:
         print(est.evaluate(eval_input_fn))
     """
 
+    #: input_fn must take ``params`` (it reads the per-shard ``params['batch_size']``), as the original said.
+    input_fn_needs_params = True
+
     def __init__(self, model_fn: Optional[Callable] = None, model_dir: Optional[str] = None,
                  config: Optional[RunConfig] = None, params: Optional[Dict[str, Any]] = None,
                  use_tpu: bool = True, train_batch_size: Optional[int] = None,
@@ -225,6 +228,9 @@ class Estimator(TPUEstimator):
         est = tpu_nb.Estimator(model_fn, model_dir="/tmp/m", warm_start_from="/tmp/tpu_run")
         est.train(input_fn, steps=100)
     """
+
+    #: As ``tf.estimator.Estimator``: input_fn batches itself and may take no arguments.
+    input_fn_needs_params = False
 
     def __init__(self, model_fn: Optional[Callable] = None, model_dir: Optional[str] = None,
                  config: Optional[RunConfig] = None, params: Optional[Dict[str, Any]] = None,

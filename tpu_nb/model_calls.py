@@ -187,15 +187,16 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
     return spec
 
 
-def call_input_fn(input_fn, mode, config, params, batch_size: Optional[int], context=None):
+def call_input_fn(input_fn, mode, config, params, batch_size: Optional[int], context=None,
+                  params_required: bool = True):
     """Calls ``input_fn``; returns what it returned (Dataset, (features, labels) or features)."""
-    args = check_input_fn(input_fn)
+    args = check_input_fn(input_fn, params_required)
     p = dict(params)
     if batch_size is not None:
         p["batch_size"] = batch_size
     if context is not None:
         p["context"] = context
-    kwargs = {"params": p}
+    kwargs = {"params": p} if "params" in args else {}
     if "mode" in args:
         kwargs["mode"] = mode
     if "config" in args:

@@ -100,12 +100,16 @@ def check_model_fn(model_fn: Callable, params=None, calling: bool = False) -> Tu
     return args
 
 
-def check_input_fn(input_fn: Callable) -> Tuple[str, ...]:
-    """Validates ``input_fn``'s signature; returns its argument names."""
+def check_input_fn(input_fn: Callable, params_required: bool = True) -> Tuple[str, ...]:
+    """Validates ``input_fn``'s signature; returns its argument names.
+
+    ``params_required=False`` for a plain ``Estimator``, whose input_fn batches itself and may take no
+    arguments at all, as ``tf.estimator.Estimator`` allowed.
+    """
     if not callable(input_fn):
         raise TypeError(f"input_fn must be callable, got {type(input_fn).__name__}.")
     args = fn_args(input_fn)
-    if "params" not in args:
+    if "params" not in args and params_required:
         raise ValueError(
             f"input_fn {describe(input_fn)} must take an argument named 'params': TPUEstimator "
             "passes the per-shard batch size as params['batch_size']. Define it as "

@@ -21,7 +21,8 @@ class OneDevice(Backend):
         graph = tf.compat.v1.get_default_graph()
         global_step = tf.compat.v1.train.get_or_create_global_step()
         since = const_lifting.mark(graph)
-        returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size)
+        returned = call_input_fn(input_fn, ModeKeys.TRAIN, est.config, est.params, est.train_batch_size,
+                                 params_required=est.input_fn_needs_params)
         const_lifting.lift_dataset_constants(graph, returned, since)  # numpy arrays: fed, not embedded
         pipeline = InputPipeline(returned, feed_tensors=True)
         # As the original off TPU: host_call runs on every step; experimental_host_call_every_n_steps thins
@@ -59,7 +60,8 @@ class OneDevice(Backend):
         graph = tf.compat.v1.get_default_graph()
         global_step = tf.compat.v1.train.get_or_create_global_step()
         since = const_lifting.mark(graph)
-        returned = call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size)
+        returned = call_input_fn(input_fn, ModeKeys.EVAL, est.config, est.params, est.eval_batch_size,
+                                 params_required=est.input_fn_needs_params)
         const_lifting.lift_dataset_constants(graph, returned, since)
         pipeline = InputPipeline(returned)
         if not pipeline.loopable and steps is None:
@@ -92,7 +94,8 @@ class OneDevice(Backend):
         graph = tf.compat.v1.get_default_graph()
         tf.compat.v1.train.get_or_create_global_step()
         since = const_lifting.mark(graph)
-        returned = call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params, est.predict_batch_size)
+        returned = call_input_fn(input_fn, ModeKeys.PREDICT, est.config, est.params, est.predict_batch_size,
+                                 params_required=est.input_fn_needs_params)
         const_lifting.lift_dataset_constants(graph, returned, since)
         pipeline = InputPipeline(returned)
         features, labels = pipeline.next()
