@@ -19,6 +19,10 @@ PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_progra
 
 def run(python, impl):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if impl == "original":
+        # The original's venv has no tf_keras: a shell that exported TF_USE_LEGACY_KERAS=1 (as tpu_nb advises
+        # for Keras 2) would make its TensorFlow fail to import Keras.
+        env.pop("TF_USE_LEGACY_KERAS", None)
     proc = subprocess.run([python, PROGRAM, impl], capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{impl} run failed:\n{proc.stderr[-3000:]}")

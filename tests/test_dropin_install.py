@@ -23,7 +23,10 @@ ORIGINAL_PATHS = ("tensorflow_estimator", "tensorflow_estimator.python.estimator
 
 @pytest.fixture
 def installed(monkeypatch):
-    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)  # install() may set it; monkeypatch restores it
+    # install() sets TF_USE_LEGACY_KERAS; it must not outlive the test (a later test's subprocess running the
+    # original, which has no tf_keras, would inherit it). monkeypatch.delenv of an unset variable records
+    # nothing to undo, so it is put back by hand.
+    saved = os.environ.pop("TF_USE_LEGACY_KERAS", None)
     # Whether an earlier test in this process used tf.keras (Keras 3) must not change what is tested here.
     monkeypatch.setattr(keras_env, "keras3_already_chosen", lambda: False)
     assert not installing.installed(), "another test left the estimator modules installed"
@@ -31,6 +34,9 @@ def installed(monkeypatch):
         yield tpu_nb.install_estimator_modules(quiet=True)
     finally:
         installing.uninstall()
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        if saved is not None:
+            os.environ["TF_USE_LEGACY_KERAS"] = saved
 
 
 def _absent():

@@ -60,6 +60,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 def _start(python, impl, behavior):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    if impl == "original":
+        env.pop("TF_USE_LEGACY_KERAS", None)  # its venv has no tf_keras, whatever this shell chose
     return subprocess.Popen([python, SCRIPT, impl, behavior], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 
