@@ -50,6 +50,7 @@ class _ReplicaViews(dict):
         super().__init__()
         self._base = base
         self._snapshot = {key: list(values) for key, values in base.items() if key not in SHARED_KEYS}
+        self._snapshot_ids = {key: {id(v) for v in values} for key, values in self._snapshot.items()}
         self._views = {}  # replica -> {key: list}
         self._threads = {}  # thread ident -> replica
         self._lock = threading.Lock()
@@ -114,7 +115,7 @@ class _ReplicaViews(dict):
             for key, values in self._views[replica].items():
                 if key in drop:
                     continue
-                before = {id(v) for v in self._snapshot.get(key, ())}
+                before = self._snapshot_ids.get(key, ())
                 added = [v for v in values if id(v) not in before]
                 if added:
                     self._base.setdefault(key, []).extend(added)
@@ -199,7 +200,7 @@ def regularizers_on_every_replica():
         store = variable_scope._get_default_variable_store()  # noqa: SLF001
         existed = name in getattr(store, "_vars", {})
         var = next_getter(name, *args, **kwargs)
-        if regularizer is not None and existed and isinstance(var, (tf.Variable,)):
+        if regularizer is not None and existed and isinstance(var, tf.Variable):
             with tf.name_scope(name + "/Regularizer/"):
                 loss = regularizer(var)
             if loss is not None:

@@ -169,16 +169,19 @@ def gather(strategy, value, only_first=False):
     return tf.concat(list(parts), 0)
 
 
-def mask_if_batch(gathered, per_replica, mask, per_shard_batch):
+def mask_if_batch(gathered, mask):
     """Drops the padded rows of a gathered eval_metrics tensor, if it carries the batch.
 
-    Only a tensor whose rows are the replica's examples (first dimension the per-shard batch) was padded;
-    anything else (a learning rate tiled to a few rows, per-class counts) reaches metric_fn as the
-    original passed it. A first dimension unknown when the graph is built is decided when it runs.
+    Only a tensor with a row per example (as many rows as ``mask``) was padded; anything else (a learning
+    rate tiled to a few rows, per-class counts) reaches metric_fn as the original passed it. A first
+    dimension unknown when the graph is built is decided when it runs.
     """
-    rows = tf.compat.dimension_value(per_replica.shape[0]) if per_replica.shape.rank else None
-    if rows is not None:
-        return tf.boolean_mask(gathered, mask) if rows == per_shard_batch else gathered
+    rows = tf.compat.dimension_value(gathered.shape[0]) if gathered.shape.rank else None
+    batch = tf.compat.dimension_value(mask.shape[0])
+    if rows is not None and batch is not None:
+        return tf.boolean_mask(gathered, mask) if rows == batch else gathered
+    if gathered.shape.rank == 0:
+        return gathered
     carries_batch = tf.equal(tf.shape(gathered)[0], tf.shape(mask)[0])
     return tf.cond(carries_batch, lambda: tf.boolean_mask(gathered, mask), lambda: tf.identity(gathered))
 
@@ -292,9 +295,7 @@ class ShardedStep:
             fn, structure, _ = _flatten_fn_tensors("eval_metrics", self.spec.eval_metrics)
             gathered = [self._gather(v, only_first=broadcast) for v in results["eval_metrics"]]
             if self.mask is not None:
-                per_shard = self.plan.model_fn_batch
-                parts = [self.strategy.experimental_local_results(v)[0] for v in results["eval_metrics"]]
-                gathered = [mask_if_batch(t, part, self.mask, per_shard) for t, part in zip(gathered, parts)]
+                gathered = [mask_if_batch(t, self.mask) for t in gathered]
             self.eval_metrics = (fn, repacked(structure, gathered))
         self.predictions = None
         if "predictions" in results:

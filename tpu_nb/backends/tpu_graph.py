@@ -34,7 +34,7 @@ from ..batching import BatchPlan, plan_batches
 from ..config import InputPipelineConfig
 from ..model_calls import call_input_fn, call_model_fn, split_features_labels
 from ..modes import ModeKeys
-from ..sharded import _flatten_fn_tensors
+from ..sharded import _flatten_fn_tensors, mask_if_batch
 from ..spec import call_with_tensors, repacked
 
 
@@ -412,10 +412,8 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
         loss = tf.compat.v1.metrics.mean(losses, weights=real_per_replica, name="mean_loss")
         metrics = {}
         if spec.eval_metrics is not None:
-            batch = int(masks.shape[0])
             # Padding rows leave every per-example tensor before metric_fn sees it.
-            real = [tf.boolean_mask(t, masks) if t.shape.rank and t.shape[0] == batch else t
-                    for t in metric_tensors]
+            real = [mask_if_batch(t, masks) for t in metric_tensors]
             metrics = _check_metric_dict(call_with_tensors(spec.eval_metrics[0],
                                                            repacked(spec.eval_metrics[1], real)))
         host_call_outputs = None
