@@ -73,13 +73,13 @@ SIDES = {"original": "original", "one": "tpu_nb 1 device", "shards": "tpu_nb 8 s
 SAVING_DICT = re.compile(r"Saving dict for global step (\d+): (.*)")
 
 
-def mnist_records(data_dir):
+def mnist_records(data_dir, train=512):
     """train/validation/test.tfrecords in the published MNIST program's format, digits as noisy flat images."""
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.RandomState(0)
-    for name, count in (("train", 512), ("validation", 128), ("test", 32)):
+    for name, count in (("train", train), ("validation", 128), ("test", 32)):
         with tf.io.TFRecordWriter(os.path.join(data_dir, f"{name}.tfrecords")) as writer:
             for _ in range(count):
                 label = int(rng.randint(10))

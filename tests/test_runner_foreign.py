@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,18 +60,13 @@ def test_train_and_evaluate_program_runs_unchanged_and_matches_the_original(tmp_
 
 
 def _mnist_records(data_dir):
-    import tensorflow as tf
-
-    rng = np.random.RandomState(0)
-    for name, count in (("train", 256), ("validation", 128), ("test", 32)):
-        with tf.io.TFRecordWriter(os.path.join(data_dir, f"{name}.tfrecords")) as writer:
-            for _ in range(count):
-                label = int(rng.randint(10))
-                image = np.clip(rng.normal(20 * label + 30, 40, (28, 28)), 0, 255).astype(np.uint8)
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
-                writer.write(example.SerializeToString())
+    # The benchmark's writer (benchmarks/published_vs_original.py), with fewer training examples.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    try:
+        from published_vs_original import mnist_records
+    finally:
+        sys.path.pop(0)
+    mnist_records(data_dir, train=256)
 
 
 @pytest.mark.skipif(not TENSORFLOW_TPU, reason="set TPU_NB_TENSORFLOW_TPU to a clone of tensorflow/tpu")
