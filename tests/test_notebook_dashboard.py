@@ -18,7 +18,7 @@ import tf_keras
 import tpu_nb
 from tpu_nb import events
 from tpu_nb.notebook import _fast_stop, _wire
-from tpu_nb.notebook.dashboard import UPDATE_CPU_SHARE, Dashboard
+from tpu_nb.notebook.dashboard import MAX_UPDATE_INTERVAL, UPDATE_CPU_SHARE, Dashboard
 from tpu_nb.notebook.handles import RunHandle
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -123,6 +123,32 @@ def test_expensive_updates_are_spaced_out_to_keep_their_cpu_share():
     # 4 ms per update at 0.25% of a core allows one update per 1.6 s: ~62 in 100 s, not 400.
     assert 55 <= len(deltas) <= 70, len(deltas)
     assert dashboard._throttle.interval == pytest.approx(0.004 / UPDATE_CPU_SHARE)
+
+
+def test_one_slow_update_does_not_freeze_the_view_and_no_cost_silences_it():
+    clock = FakeClock()
+    cpu = FakeClock()
+    handle = started_handle(target=10**6)
+    dashboard = Dashboard(handle, clock=clock, send_in_thread=False, cpu_clock=cpu)
+    build = dashboard._build_and_send_update
+    costs = iter([0.001, 0.2] + [0.001] * 60 + [1.0] * 10_000)  # a GC pause, then a run gone expensive
+
+    def update():
+        cpu.now += next(costs)
+        build()
+
+    dashboard._build_and_send_update = update
+    sent = record_messages(dashboard, clock)
+    for step in range(20, 240_001, 20):  # 120 s at 2,000 steps/s, in fake time
+        clock.now = step / 2000
+        handle._on_event(events.LoopFinished(1, step, 20, 1000.0 + clock.now, 0.01, 1.0 / step, 128000.0, 2000.0))
+    times = [t for t, _, data in sent if data.get("method") == "custom"]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    # The 0.2 s update once paced the next one 80 s later (0.2 / UPDATE_CPU_SHARE).
+    assert max(gaps[:10]) <= 1.0, gaps[:10]
+    # Updates costing a whole second each are spaced out, but the view still moves every 5 s.
+    assert max(gaps) == pytest.approx(MAX_UPDATE_INTERVAL, abs=0.05)
+    assert len(times) > 60
 
 
 def test_updates_are_built_off_the_training_thread_and_the_final_state_comes_last():

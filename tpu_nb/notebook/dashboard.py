@@ -21,12 +21,14 @@ Example::
 from __future__ import annotations
 
 import base64
+import collections
 import importlib.resources
 import logging
+import statistics
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Deque, Optional
 
 import anywidget
 import traitlets
@@ -39,6 +41,11 @@ _log = logging.getLogger("tpu_nb")
 
 #: The most CPU the live view may spend on updates, as a share of one core (see Dashboard._pace).
 UPDATE_CPU_SHARE = 0.0025
+#: The longest a live view waits between updates, whatever they cost: longer and it looks frozen.
+MAX_UPDATE_INTERVAL = 5.0
+#: Updates whose cost sets the pace (the median of the last ones): one slow update (a first-time
+#: import, a garbage collection) must not space the next ones out by a minute.
+PACE_WINDOW = 5
 
 
 def _esm_source() -> str:
@@ -78,7 +85,8 @@ class Dashboard(anywidget.AnyWidget):
         self.handle = handle
         self._throttle = Throttle(updates_per_second, clock)
         self._base_interval = self._throttle.interval
-        self._update_cost: Optional[float] = None  # CPU seconds per update, smoothed
+        self._update_cost: Optional[float] = None  # CPU seconds per update, typical of the last few
+        self._recent_costs: Deque[float] = collections.deque(maxlen=PACE_WINDOW)
         self._cpu_share = cpu_share  # None: updates_per_second whatever they cost
         self._cpu_clock = cpu_clock
         # Building and sending an update (downsampling, JSON) takes a few hundred microseconds:
@@ -163,12 +171,16 @@ class Dashboard(anywidget.AnyWidget):
     def _pace(self, cost: float) -> None:
         """Spaces updates so that building and sending them takes at most UPDATE_CPU_SHARE of a
         core: ``updates_per_second`` while updates are cheap, fewer when a run logs so much per
-        second that each update gets expensive (many host_call series at thousands of steps/s)."""
+        second that each update gets expensive (many host_call series at thousands of steps/s), but
+        never fewer than one per MAX_UPDATE_INTERVAL. The pace follows the median of the last few
+        costs: paced by one 0.2 s outlier, a view once stayed silent for 80 s (0.2 / 0.0025)."""
         if self._cpu_share is None:
             return
-        smoothed = cost if self._update_cost is None else 0.8 * self._update_cost + 0.2 * cost
-        self._update_cost = smoothed
-        self._throttle.interval = max(self._base_interval, smoothed / self._cpu_share)
+        self._recent_costs.append(cost)
+        typical = statistics.median_low(self._recent_costs)  # of two, the cheaper
+        self._update_cost = typical
+        self._throttle.interval = min(max(self._base_interval, typical / self._cpu_share),
+                                      max(self._base_interval, MAX_UPDATE_INTERVAL))
 
     def _build_and_send_update(self) -> None:
         if self._resync_wanted:
