@@ -86,7 +86,8 @@ import tensorflow as tf
 import tf_keras
 
 import tpu_nb
-from tpu_nb import events, notebook
+from tpu_nb.reporting import events
+from tpu_nb import notebook
 from tpu_nb.notebook.lab_bridge import LabBridge
 
 SCHEDULES = {"loops": 10, "host_call": 100}  # iterations_per_loop
@@ -339,7 +340,8 @@ import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, {bench_dir!r})
 import dashboard_overhead as bench
-from tpu_nb import events, notebook
+from tpu_nb.reporting import events
+from tpu_nb import notebook
 %load_ext tpu_nb
 results = []
 

@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tpu_nb  # noqa: E402
-from tpu_nb.frames import predict_frame  # noqa: E402
+from tpu_nb.estimator.frames import predict_frame  # noqa: E402
 
 FEATURES, CLASSES = 16, 4
 FAST, SLOW = "predict_frame", "pd.DataFrame(list(estimator.predict(...)))"

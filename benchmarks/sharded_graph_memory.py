@@ -17,7 +17,7 @@ phase over the 1-shard run, divided by N-1 (what one extra replica costs).
 
 ``--model efficientnet_b0`` trains tf_keras.applications' EfficientNet-B0 (5.3M weights, RMSProp,
 updates under ``control_dependencies``) instead; ``--compare`` also measures, in the same run, the
-reference with repeated control inputs not shared (what tpu_nb did before, see tpu_nb/control_edges.py).
+reference with repeated control inputs not shared (what tpu_nb did before, see tpu_nb/graph/control_edges.py).
 
 On the loaded 2-core CI machine (2026-12-02), EfficientNet-B0 at 96x96:
 
@@ -29,7 +29,7 @@ On the loaded 2-core CI machine (2026-12-02), EfficientNet-B0 at 96x96:
 Each extra replica costs 495-501 MB (reference 751-817 MB) and 7.4-7.6 MB of graph (reference
 21.9-24.9 MB; the 1-shard graph is 6.4 MB), so N replicas cost about N times one. Of that, the
 session's copies of the graph (placement, grappler) are about 30x the serialized graph, the Python
-graph about 25x; tpu_nb/memory_guard.py refuses before the session when it cannot fit.
+graph about 25x; tpu_nb/run/memory_guard.py refuses before the session when it cannot fit.
 
 Earlier, the small conv net (6 blocks, 32x32): each extra replica cost 20 MB built, 53 MB with the
 session, 64-70 MB after the first step, linear in shards (graph 0.8 MB per replica).
@@ -176,9 +176,9 @@ def main():
     if args.child:
         if args.unshared:
             sys.path.insert(0, _REPO_ROOT)
-            import tpu_nb.training
+            import tpu_nb.run.training
 
-            tpu_nb.training.share_control_inputs = lambda graph: 0
+            tpu_nb.run.training.share_control_inputs = lambda graph: 0
         _child(args.child, args.blocks, args.size, args.model)
         return
     what = "EfficientNet-B0" if args.model == "efficientnet_b0" else f"conv net, {args.blocks} blocks"

@@ -74,11 +74,11 @@ def test_num_shards_that_disagrees_with_the_simulation_is_refused(tmp_path):
 
 
 def test_a_tpu_address_is_resolved_into_the_tpu_backend(tmp_path, monkeypatch):
-    from tpu_nb.tpu_connection import TPUTopology
+    from tpu_nb.backends.tpu_connection import TPUTopology
 
     found = TPUTopology(master="grpc://10.0.0.2:8470", num_hosts=2, num_cores=16, num_cores_per_host=8,
                         device_kinds=("CPU", "TPU", "TPU_SYSTEM"), tf_version="2.21.0", job_name="worker")
-    monkeypatch.setattr("tpu_nb.tpu_connection.resolve_tpu", lambda address, timeout_secs: found)
+    monkeypatch.setattr("tpu_nb.backends.tpu_connection.resolve_tpu", lambda address, timeout_secs: found)
     config = tpu_nb.RunConfig(model_dir=str(tmp_path), master="grpc://10.0.0.2:8470")
     est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16)
     for what in ("train", "evaluate", "predict"):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tpu_nb.batching import plan_batches, plan_padding
-from tpu_nb.config import InputPipelineConfig as IPC
+from tpu_nb.inputs.batching import plan_batches, plan_padding
+from tpu_nb.contract.config import InputPipelineConfig as IPC
 
 TRAIN, EVAL, PREDICT = "train", "eval", "infer"
 
@@ -68,10 +68,10 @@ def test_predict_padding(n, batch, batches, last, padding):
 def test_docstring_examples_hold():
     import doctest
 
-    import tpu_nb.batching
-    import tpu_nb.config
-    import tpu_nb.schedule
+    import tpu_nb.inputs.batching
+    import tpu_nb.contract.config
+    import tpu_nb.run.schedule
 
-    for module in (tpu_nb.batching, tpu_nb.config, tpu_nb.schedule):
+    for module in (tpu_nb.inputs.batching, tpu_nb.contract.config, tpu_nb.run.schedule):
         failed, _ = doctest.testmod(module)
         assert failed == 0, module.__name__

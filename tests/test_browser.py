@@ -154,7 +154,7 @@ def test_lab_bridge_throttles_and_stops_without_a_browser():
     arrives, and a 'stop' message calls the run's estimator.request_stop() once per nonce."""
     import time
 
-    from tpu_nb import events
+    from tpu_nb.reporting import events
     from tpu_nb.notebook import lab_bridge
 
     estimator = _fake_estimator()

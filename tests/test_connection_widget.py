@@ -152,7 +152,7 @@ def test_connect_in_the_widget_updates_the_output_variable_and_current_connectio
 
 
 def test_connect_renames_the_backend_the_status_bar_shows(ip, monkeypatch):
-    from tpu_nb import events
+    from tpu_nb.reporting import events
     from tpu_nb.notebook import lab_bridge
 
     class FakeComm:

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 import tpu_nb
 from model_zoo import model_fn, predict_input_fn, train_input_fn
-from tpu_nb.batching import plan_batches
-from tpu_nb.config import InputPipelineConfig, ModelParallelismError, NotARunConfigError
+from tpu_nb.inputs.batching import plan_batches
+from tpu_nb.contract.config import InputPipelineConfig, ModelParallelismError, NotARunConfigError
 
 
 def _sharded(tmp_path, fn=model_fn, num_cores=2, **kwargs):

@@ -91,7 +91,7 @@ def test_a_host_side_failure_ends_the_evaluation(trained):
 def test_the_host_runs_entries_while_the_loop_runs():
     # Step i of this loop waits for the host to have run step i-1's entry: it can only finish if the
     # host drains concurrently (a drain after the loop would deadlock; the timeout turns that into an error).
-    from tpu_nb.host_calls import ConcurrentDrain, HostCallQueue
+    from tpu_nb.backends.host_calls import ConcurrentDrain, HostCallQueue
 
     graph = tf.Graph()
     with graph.as_default():

@@ -88,7 +88,7 @@ def test_request_stop_from_another_thread(tmp_path):
 _HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
-    from tpu_nb.model_dir_lock import ModelDirLock
+    from tpu_nb.run.model_dir_lock import ModelDirLock
     lock = ModelDirLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(120)

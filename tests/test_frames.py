@@ -8,7 +8,7 @@ import tf_keras
 
 import tpu_nb
 from model_zoo import CLASSES, make_data, train_input_fn
-from tpu_nb.frames import batches_to_frame, iter_predict_frames, predict_frame
+from tpu_nb.estimator.frames import batches_to_frame, iter_predict_frames, predict_frame
 
 
 # ---------------------------------------------------------------- the conversion alone

@@ -14,8 +14,8 @@ import tensorflow as tf
 import tf_keras
 
 import tpu_nb
-from tpu_nb import memory_guard
-from tpu_nb.control_edges import share_control_inputs
+from tpu_nb.run import memory_guard
+from tpu_nb.graph.control_edges import share_control_inputs
 
 BN_LAYERS = 6
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from model_zoo import CLASSES, FEATURES, estimator, model_fn
-from tpu_nb import const_lifting
+from tpu_nb.inputs import const_lifting
 
 ROWS = 1 << 16  # 65536 x 8 float32 = 2 MiB, over const_lifting.MIN_BYTES
 

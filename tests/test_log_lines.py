@@ -123,7 +123,7 @@ def test_overlapping_quiet_blocks_restore_the_level_only_when_the_last_ends():
 
     from tensorflow.python.util import deprecation
 
-    from tpu_nb.tf_logs import quiet_tf_logs
+    from tpu_nb.reporting.tf_logs import quiet_tf_logs
 
     logger = tf.get_logger()
     before = logger.level

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras
 
 import tpu_nb
-from tpu_nb import events
+from tpu_nb.reporting import events
 from tpu_nb.notebook import _fast_stop, _wire
 from tpu_nb.notebook.dashboard import MAX_UPDATE_INTERVAL, UPDATE_CPU_SHARE, Dashboard
 from tpu_nb.notebook.handles import RunHandle

@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import model_zoo
 import tpu_nb
-from tpu_nb import events
+from tpu_nb.reporting import events
 from tpu_nb.notebook import magics
 
 
@@ -119,7 +119,7 @@ def test_a_user_error_shows_the_users_frames_not_tpu_nbs(ip, tmp_path, capsys, m
 
     monkeypatch.setenv("TPU_NB_TRACEBACK", "full")
     shown = _broken_run(ip, tmp_path, capsys)
-    assert "_broken_model_fn" in shown and "tpu_nb/notebook/magics.py" in shown and "tpu_nb/estimator.py" in shown
+    assert "_broken_model_fn" in shown and "tpu_nb/notebook/magics.py" in shown and "tpu_nb/estimator/tpu_estimator.py" in shown
 
 
 def test_magics_document_their_arguments(ip):

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from tpu_nb import events
+from tpu_nb.reporting import events
 from tpu_nb.notebook import lab_bridge
 from tpu_nb.notebook.handles import RunHandle
 

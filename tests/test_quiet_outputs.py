@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tpu_nb import cell_logging, native_output
+from tpu_nb.reporting import cell_logging, native_output
 
 
 def _write_fd2(text):

@@ -117,7 +117,7 @@ def test_evaluate_uses_evaluation_master(tmp_path, monkeypatch):
         asked.append(target)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr("tpu_nb.tpu_connection.resolve_tpu", fake_resolve)
+    monkeypatch.setattr("tpu_nb.backends.tpu_connection.resolve_tpu", fake_resolve)
     config = tpu_nb.RunConfig(model_dir=str(tmp_path), master="grpc://train:1", evaluation_master="grpc://eval:1")
     est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16, eval_batch_size=16)
     with pytest.raises(RuntimeError, match="stop here"):

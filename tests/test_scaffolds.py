@@ -1,10 +1,10 @@
 """A user's Scaffold local_init_op, combined with the initializers the engine runs in every session
-(train, evaluate and predict all start their sessions from tpu_nb.scaffolds.merge_scaffold)."""
+(train, evaluate and predict all start their sessions from tpu_nb.run.scaffolds.merge_scaffold)."""
 
 import numpy as np
 import tensorflow as tf
 
-from tpu_nb.scaffolds import merge_scaffold
+from tpu_nb.run.scaffolds import merge_scaffold
 
 
 def _start_sessions(scaffold, count):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tpu_nb.schedule import TimedLoopSizer, check_step_arg, loop_boundaries, next_loop_size, target_step
+from tpu_nb.run.schedule import TimedLoopSizer, check_step_arg, loop_boundaries, next_loop_size, target_step
 
 
 @pytest.mark.parametrize(

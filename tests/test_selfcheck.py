@@ -15,10 +15,10 @@ import types
 import numpy as np
 import pytest
 
-from tpu_nb import _selfcheck_compare as compare
-from tpu_nb import _selfcheck_model as model
-from tpu_nb import _selfcheck_worker as worker
-from tpu_nb import selfcheck
+from tpu_nb.selfcheck import compare
+from tpu_nb.selfcheck import model
+from tpu_nb.selfcheck import worker
+from tpu_nb.selfcheck import cli as selfcheck
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = ("train loss", "trained weights", "eval metrics", "predictions", "export serve")

@@ -30,13 +30,14 @@ from tensorflow.python.client import session as client_session
 from tensorflow.python.training import session_manager
 
 import tpu_nb
-from tpu_nb import events, prediction
+from tpu_nb.reporting import events
+from tpu_nb.run import prediction
 from model_zoo import CLASSES, FEATURES, eval_input_fn, train_input_fn
 from test_tpu_graphs import PER_SHARD, _model_fn, fake_tpu, host_side_graph_def
 from tpu_nb.backends import select_backend
 from tpu_nb.backends import tpu_runtime
-from tpu_nb.graph_walk import upstream_ops
-from tpu_nb.tpu_connection import TPUConnectionError, TPUTopology
+from tpu_nb.graph.walk import upstream_ops
+from tpu_nb.backends.tpu_connection import TPUConnectionError, TPUTopology
 
 MASTER = "grpc://10.0.0.2:8470"
 WAIT_SECS = 20.0  # a fake wait longer than this is a hang in the code under test
@@ -367,7 +368,7 @@ def fake_tpu_worker(cores, hosts, **chip_kwargs):
                         device_kinds=("CPU", "TPU", "TPU_SYSTEM"), tf_version=tf.__version__, job_name="worker")
     chip = FakeChip(hosts, **chip_kwargs)
     with fake_tpu(cores, hosts), \
-            mock.patch("tpu_nb.tpu_connection.resolve_tpu", lambda address, timeout_secs: found), \
+            mock.patch("tpu_nb.backends.tpu_connection.resolve_tpu", lambda address, timeout_secs: found), \
             mock.patch.object(session_manager, "session", types.SimpleNamespace(Session=chip.session)), \
             mock.patch.object(tpu_runtime, "new_session", lambda target, config=None, graph=None: chip.session(
                 target, graph, config)), \
@@ -779,7 +780,7 @@ def _driver(parts, outfeed_value, taken):
 
 
 def test_host_threads_feed_and_drain_a_loop_on_a_real_session(real_target):
-    from tpu_nb.host_infeed import feeding
+    from tpu_nb.inputs.host_infeed import feeding
 
     graph, init, parts, computation, outfeed_value = _stand_in_loop()
     taken = []
@@ -795,7 +796,7 @@ def test_host_threads_feed_and_drain_a_loop_on_a_real_session(real_target):
 
 
 def test_a_host_thread_error_cancels_the_blocked_loop_on_a_real_session(real_target):
-    from tpu_nb.host_infeed import feeding
+    from tpu_nb.inputs.host_infeed import feeding
 
     graph, init, parts, computation, outfeed_value = _stand_in_loop(fail_infeed_at=2)
     driver = _driver(parts, outfeed_value, [])
@@ -809,7 +810,7 @@ def test_a_host_thread_error_cancels_the_blocked_loop_on_a_real_session(real_tar
 
 
 def test_a_failed_loop_releases_host_threads_waiting_on_a_real_session(real_target):
-    from tpu_nb.host_infeed import feeding
+    from tpu_nb.inputs.host_infeed import feeding
 
     graph, init, parts, computation, outfeed_value = _stand_in_loop(fail_computation=True)
     driver = _driver(parts, outfeed_value, [])

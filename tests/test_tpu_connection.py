@@ -17,7 +17,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tpu_nb.tpu_connection import TPUConnectionError, TPUTopology, _topology, resolve_tpu
+from tpu_nb.backends.tpu_connection import TPUConnectionError, TPUTopology, _topology, resolve_tpu
 
 
 def _free_port():

@@ -20,7 +20,7 @@ import tpu_nb
 from model_zoo import CLASSES, FEATURES, eval_input_fn, train_input_fn
 from tpu_nb.backends import one_device_backend, select_backend
 from tpu_nb.backends.tpu_graph import build_tpu_eval_graph, build_tpu_train_graph, query_tpu_system
-from tpu_nb.xla_check import ops_without_tpu_kernel
+from tpu_nb.backends.xla_check import ops_without_tpu_kernel
 
 TOPOLOGIES = [(8, 1), (32, 4)]  # (cores, hosts)
 PER_SHARD = 4  # params['batch_size'] each core's model_fn sees

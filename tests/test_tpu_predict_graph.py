@@ -20,8 +20,8 @@ from test_tpu_graphs import (TOPOLOGIES, _node_defs, _shapes, _variables, assert
                              fake_tpu, host_side_graph_def)
 from tpu_nb.backends import one_device_backend, select_backend
 from tpu_nb.backends.tpu_predict_graph import _PredictInputs, build_tpu_predict_graph
-from tpu_nb.modes import ModeKeys
-from tpu_nb.xla_check import ops_without_tpu_kernel
+from tpu_nb.contract.modes import ModeKeys
+from tpu_nb.backends.xla_check import ops_without_tpu_kernel
 
 PER_SHARD = 4  # params['batch_size'] each core's model_fn sees
 EXAMPLES = 100  # predict_input_fn's examples: with a global batch of 32, three full batches and 4 real rows

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import tpu_nb
-from tpu_nb.exporters import BestExporter, Exporter, FinalExporter, LatestExporter
-from tpu_nb.train_eval import EvalSpec, TrainSpec, _run_evaluator, train_and_evaluate
+from tpu_nb.estimator.exporters import BestExporter, Exporter, FinalExporter, LatestExporter
+from tpu_nb.estimator.train_eval import EvalSpec, TrainSpec, _run_evaluator, train_and_evaluate
 
 FEATURES = 4
 

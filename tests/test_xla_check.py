@@ -11,7 +11,7 @@ import tf_keras
 
 import tpu_nb
 from model_zoo import CLASSES, estimator, model_fn, train_input_fn
-from tpu_nb.xla_check import CompatibilityReport, check_tpu_compatibility
+from tpu_nb.backends.xla_check import CompatibilityReport, check_tpu_compatibility
 
 
 def _mlp_model_fn(forward_extra=None):

@@ -7,37 +7,37 @@ Code written for ``tf.compat.v1.estimator.tpu`` needs only its imports changed::
 
 # First, before any module imports TensorFlow: in a Jupyter kernel its load-time C++ lines go to a
 # log file rather than into the cell (see native_output).
-from . import native_output
+from .reporting import native_output
 
 native_output.import_tensorflow()
 
-from . import cell_logging  # noqa: E402
+from .reporting import cell_logging  # noqa: E402
 
 cell_logging.install()
 
-from . import events  # noqa: E402
-from .config import InputPipelineConfig, RunConfig, TPUConfig
-from .cross_shard import CrossShardOptimizer
-from .estimator import Estimator, TPUEstimator
-from .export import (EXPORT_TAG_MAP, ClassificationOutput, ExportSavedModelApiVersion, PredictOutput,
-                     RegressionOutput)
-from .frames import batches_to_frame, iter_predict_frames, predict_frame
-from .model_calls import Keras3InModelFnError
-from .model_dir_lock import ModelDirBusyError
-from .modes import ModeKeys
-from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
-from .multi_worker import WorkerLostError
-from .numpy_inputs import numpy_input_fn
-from .serving_inputs import (SupervisedInputReceiver, build_parsing_serving_input_receiver_fn,
-                             build_raw_serving_input_receiver_fn, build_raw_supervised_input_receiver_fn)
-from .topology import MultiWorker, SimulatedTPU
-from .tpu_connection import TPUConnectionError, TPUTopology, resolve_tpu
-from .training import NanLossError
-from .memory_guard import InsufficientMemoryError
-from .xla_check import CompatibilityReport
-from .warm_start import WarmStartSettings
-from .exporters import BestExporter, Exporter, FinalExporter, LatestExporter
-from .train_eval import EvalSpec, TrainSpec, train_and_evaluate
+from .reporting import events  # noqa: E402
+from .contract.config import InputPipelineConfig, RunConfig, TPUConfig
+from .backends.cross_shard import CrossShardOptimizer
+from .estimator.tpu_estimator import Estimator, TPUEstimator
+from .run.export import (EXPORT_TAG_MAP, ClassificationOutput, ExportSavedModelApiVersion, PredictOutput,
+                         RegressionOutput)
+from .estimator.frames import batches_to_frame, iter_predict_frames, predict_frame
+from .graph.model_calls import Keras3InModelFnError
+from .run.model_dir_lock import ModelDirBusyError
+from .contract.modes import ModeKeys
+from .contract.spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
+from .backends.worker_runtime import WorkerLostError
+from .inputs.numpy_inputs import numpy_input_fn
+from .inputs.serving_inputs import (SupervisedInputReceiver, build_parsing_serving_input_receiver_fn,
+                                    build_raw_serving_input_receiver_fn, build_raw_supervised_input_receiver_fn)
+from .backends.topology import MultiWorker, SimulatedTPU
+from .backends.tpu_connection import TPUConnectionError, TPUTopology, resolve_tpu
+from .run.training import NanLossError
+from .run.memory_guard import InsufficientMemoryError
+from .backends.xla_check import CompatibilityReport
+from .contract.warm_start import WarmStartSettings
+from .estimator.exporters import BestExporter, Exporter, FinalExporter, LatestExporter
+from .estimator.train_eval import EvalSpec, TrainSpec, train_and_evaluate
 
 __version__ = "0.1.0"
 

@@ -21,7 +21,7 @@ __all__ = ["Backend", "EvalGraph", "PredictGraph", "SessionSetup", "TrainGraph",
 
 def one_device_backend() -> Backend:
     """This machine's CPU or first GPU."""
-    from ..topology import single_device
+    from .topology import single_device
     from .one_device import OneDevice
 
     return OneDevice(single_device())
@@ -29,8 +29,8 @@ def one_device_backend() -> Backend:
 
 def select_backend(est, what: str) -> Backend:
     """The backend ``what`` ('train', 'evaluate', 'predict') of ``est`` runs on; a clear error when none fits."""
-    from ..topology import MultiWorker as MultiWorkerCluster
-    from ..topology import SimulatedTPU, multi_worker, simulated, simulated_from_env
+    from .topology import MultiWorker as MultiWorkerCluster
+    from .topology import SimulatedTPU, multi_worker, simulated, simulated_from_env
 
     cfg = est.config
     if isinstance(cfg.cluster, MultiWorkerCluster):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .tf_tpu_ops import in_tpu_computation
+from ..graph.tf_tpu_ops import in_tpu_computation
 
 _REDUCTIONS = ("mean", "sum")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ..control_edges import share_control_inputs
-from ..graph_scopes import names_as_outside_loop
+from ..graph.control_edges import share_control_inputs
+from ..graph.scopes import names_as_outside_loop
 
 
 def train_while_loop(step_fn, iterations, infeed, global_step):

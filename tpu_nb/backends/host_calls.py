@@ -14,10 +14,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from .control_edges import gate_over
-from .graph_walk import upstream_ops
-from .spec import call_with_tensors, flat_tensors, repacked
-from .signatures import fn_args
+from ..graph.control_edges import gate_over
+from ..graph.walk import upstream_ops
+from ..contract.spec import call_with_tensors, flat_tensors, repacked
+from ..contract.signatures import fn_args
 
 _QUEUE_CAPACITY = 2**31 - 1  # bounded by one loop's entries in practice; never blocks the loop
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .. import multi_worker as runtime
-from ..sharded import install_mirrored_load
+from . import worker_runtime as runtime
+from .sharded import install_mirrored_load
 from .base import SessionSetup
 from .replicated import Replicated
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .. import const_lifting
-from ..host_calls import HostCallQueue
-from ..input_pipeline import InputPipeline
-from ..model_calls import call_input_fn, call_model_fn
-from ..replica_collections import collections_per_replica
-from ..modes import ModeKeys
+from ..inputs import const_lifting
+from .host_calls import HostCallQueue
+from ..inputs.input_pipeline import InputPipeline
+from ..graph.model_calls import call_input_fn, call_model_fn
+from .replica_collections import collections_per_replica
+from ..contract.modes import ModeKeys
 from .base import Backend, EvalGraph, PredictGraph, TrainGraph
 from .device_loop import train_while_loop
 
@@ -53,9 +53,9 @@ class OneDevice(Backend):
                           model_fn_batch=est.train_batch_size, layout=f"batch {est.train_batch_size}")
 
     def build_eval(self, est, input_fn, steps, iterations_per_loop) -> EvalGraph:
-        from ..eval_step import advance_eval_step
-        from ..evaluation import metric_ops_from_spec
-        from ..spec import call_with_tensors
+        from .eval_step import advance_eval_step
+        from ..run.evaluation import metric_ops_from_spec
+        from ..contract.spec import call_with_tensors
 
         graph = tf.compat.v1.get_default_graph()
         global_step = tf.compat.v1.train.get_or_create_global_step()

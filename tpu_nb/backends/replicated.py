@@ -12,13 +12,13 @@ import logging
 
 import tensorflow as tf
 
-from ..batching import plan_batches
-from ..control_edges import share_control_inputs
-from ..graph_scopes import names_as_outside_loop
-from ..host_calls import HostCallQueue
-from ..modes import ModeKeys
-from ..sharded import ShardedStep, sharded_scope
-from ..sharded_inputs import InputContext, ShardedInput
+from ..inputs.batching import plan_batches
+from ..graph.control_edges import share_control_inputs
+from ..graph.scopes import names_as_outside_loop
+from .host_calls import HostCallQueue
+from ..contract.modes import ModeKeys
+from .sharded import ShardedStep, sharded_scope
+from ..inputs.sharded_inputs import InputContext, ShardedInput
 from .base import Backend, EvalGraph, PredictGraph, SessionSetup, TrainGraph
 from .device_loop import train_while_loop
 from .tpu_semantics import refuse_v1_summaries, require_batch_and_steps
@@ -28,7 +28,7 @@ _log = logging.getLogger("tpu_nb")
 
 def eval_input_mode(est):
     """The input mode for sharded evaluation/prediction (SLICED when the config asks for it)."""
-    from ..config import InputPipelineConfig
+    from ..contract.config import InputPipelineConfig
 
     tpu_config = est.config.tpu_config
     if tpu_config.eval_training_input_configuration == InputPipelineConfig.SLICED:
@@ -126,7 +126,7 @@ class Replicated(Backend):
 
     def gather_to_host(self, strategy, value, only_first=False):
         """A per-replica value as the host sees it: concatenated along dim 0 in replica order (the outfeed's)."""
-        from ..sharded import gather
+        from .sharded import gather
 
         return gather(strategy, value, only_first=only_first)
 
@@ -148,8 +148,8 @@ class _EvalLoop:
     """
 
     def __init__(self, backend, est, input_fn):
-        from ..eval_step import advance_eval_step
-        from ..evaluation import _flat_fn_tensors
+        from .eval_step import advance_eval_step
+        from ..run.evaluation import _flat_fn_tensors
 
         strategy, plan, context, self.global_step, inputs = backend._setup(  # noqa: SLF001
             est, input_fn, ModeKeys.EVAL, est.eval_batch_size, "evaluate()")
@@ -192,7 +192,7 @@ class _EvalLoop:
         self.advance_eval_step = advance_eval_step(ran - tf.cast(tf.equal(rows, 0), ran.dtype))
 
     def _host_fn(self, loss, real, *tensors):
-        from ..evaluation import _call_on_flat, _check_metric_dict
+        from ..run.evaluation import _call_on_flat, _check_metric_dict
 
         # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
         self.loss = tf.compat.v1.metrics.mean(loss, weights=tf.cast(real, tf.float32), name="mean_loss")
@@ -214,8 +214,8 @@ def _run_eval_loops(sess, loop, steps, ipl):
     ``iterations_per_loop`` until every shard is past the end of its input. The host runs each step's
     metric updates while the loop runs, so a long loop never holds more than the host is behind.
     """
-    from ..host_calls import ConcurrentDrain
-    from ..host_infeed import feeding
+    from .host_calls import ConcurrentDrain
+    from ..inputs.host_infeed import feeding
 
     per_loop = int(ipl.value) if not ipl.is_time else 100
     count = 0

@@ -18,11 +18,11 @@ import threading
 import tensorflow as tf
 from tensorflow.python.distribute import values as _values
 
-from .config import InputPipelineConfig as IPC
+from ..contract.config import InputPipelineConfig as IPC
 from .host_calls import taken_before_updates
-from .model_calls import call_model_fn
+from ..graph.model_calls import call_model_fn
 from .replica_collections import collections_per_replica, regularizers_on_every_replica
-from .spec import EstimatorSpec, flat_tensors, repacked
+from ..contract.spec import EstimatorSpec, flat_tensors, repacked
 
 
 def _resource_variables(next_creator, **kwargs):

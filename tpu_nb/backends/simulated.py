@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sharded import make_mirrored_strategy
+from .sharded import make_mirrored_strategy
 from .replicated import Replicated
 from .tpu_semantics import refuse_chief_hooks
 

@@ -48,7 +48,7 @@ def connect(address, timeout_secs, what, job_name: Optional[str] = None) -> "TPU
     ``what`` is 'train', 'evaluate' or 'predict'. ``job_name``: TPUConfig.tpu_job_name, the TPU workers' job
     when it is not the one the TPU reports.
     """
-    from ..tpu_connection import resolve_tpu
+    from .tpu_connection import resolve_tpu
 
     # Fails within connect_timeout_secs with the address named, instead of TensorFlow's 5-minute hang.
     found = resolve_tpu(address, timeout_secs=timeout_secs)
@@ -64,7 +64,7 @@ def _cluster_def(address):
 
 
 def _topology(found, job):
-    from ..topology import Topology
+    from .topology import Topology
 
     hosts, per_host = found.num_hosts, found.num_cores_per_host
     prefix = f"/job:{job}" if job else ""
@@ -129,7 +129,7 @@ class TPU(Backend):
         return variable, assign, feed, host
 
     def build_train(self, est, input_fn, iterations) -> TrainGraph:
-        from ..host_calls import _names_for
+        from .host_calls import _names_for
         from .tpu_graph import build_tpu_train_graph
         from .tpu_runtime import TPUHostCall, TPUHostDriver, TPUInput, TPUOutfeed
 
@@ -167,7 +167,7 @@ class TPU(Backend):
                           step_after, built.spec, host_call, model_fn_batch=plan.model_fn_batch, layout=layout)
 
     def build_eval(self, est, input_fn, steps, iterations_per_loop) -> EvalGraph:
-        from ..eval_step import advance_eval_step
+        from .eval_step import advance_eval_step
         from .tpu_graph import build_tpu_eval_graph
         from .tpu_runtime import TPUHostDriver
 
@@ -265,7 +265,7 @@ class _TPUEvalLoop:
         self.advance, self.counted, self.per_loop = advance, counted, per_loop
 
     def run(self, sess, steps):
-        from ..host_infeed import feeding
+        from ..inputs.host_infeed import feeding
         from .tpu_runtime import TPUOutfeed
 
         raw = sess.run_step_fn(lambda step_context: step_context.session)
@@ -303,7 +303,7 @@ class _TPUPredictLoop:
         self.driver, self.fetches = driver, [computed, predictions, stopping]
 
     def run_batch(self, run, session):
-        from ..host_infeed import feeding
+        from ..inputs.host_infeed import feeding
 
         with feeding(self.driver, session, 1) as feed:
             _, predictions, stopping = run(self.fetches)

@@ -30,12 +30,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from ..batching import BatchPlan, plan_batches
-from ..config import InputPipelineConfig
-from ..model_calls import call_input_fn, call_model_fn, split_features_labels
-from ..modes import ModeKeys
-from ..sharded import _flatten_fn_tensors, mask_if_batch
-from ..spec import call_with_tensors, repacked
+from ..inputs.batching import BatchPlan, plan_batches
+from ..contract.config import InputPipelineConfig
+from ..graph.model_calls import call_input_fn, call_model_fn, split_features_labels
+from ..contract.modes import ModeKeys
+from .sharded import _flatten_fn_tensors, mask_if_batch
+from ..contract.spec import call_with_tensors, repacked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +139,8 @@ class _HostInputs:
         self.replicas_of = {h: [r for r, rh in enumerate(replica_hosts) if rh == h] for h in hosts}
         # params['context'] for input_fn and model_fn, as on simulated shards: which host an input_fn call
         # feeds (without it every host of a pod read the whole input, so each example counted once per host).
-        from ..sharded_inputs import InputContext
-        from ..topology import Topology
+        from ..inputs.sharded_inputs import InputContext
+        from .topology import Topology
 
         layout = Topology("tpu", len(replica_hosts), len(hosts), devices=(), device_type="TPU", description="TPU",
                           host_devices=tuple(hosts), local_host_ids=tuple(range(len(hosts))))
@@ -165,7 +165,7 @@ class _HostInputs:
                 # Evaluation: a short last batch padded to full size with a mask of real rows, then
                 # all-padding batches forever, so the infeed never runs dry; a step without real rows is
                 # the host's stopping signal.
-                from ..sharded_inputs import pad_with_stop_signal
+                from ..inputs.sharded_inputs import pad_with_stop_signal
 
                 returned = pad_with_stop_signal(returned, self._plan.input_fn_batch, "input_fn")
             iterator = tf.compat.v1.data.make_initializable_iterator(returned)
@@ -371,7 +371,7 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
     """
     from tensorflow.python.tpu import tpu, training_loop
 
-    from ..evaluation import _check_metric_dict
+    from ..run.evaluation import _check_metric_dict
     from .replicated import eval_input_mode
 
     plan, assignment, replica_hosts = _layout(est, system, est.eval_batch_size, eval_input_mode(est),

@@ -31,8 +31,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from ..model_calls import call_model_fn, split_features_labels
-from ..modes import ModeKeys
+from ..graph.model_calls import call_model_fn, split_features_labels
+from ..contract.modes import ModeKeys
 from .tpu_graph import TPUSystem, _HostInputs, _Outfeed, _layout, _tpu_global_step, _TPUGraph
 
 

@@ -107,7 +107,7 @@ class ThreadErrors:
 class LoopThreads:
     """The host threads of one device loop; use as ``infeed.start(session, steps)`` returns it.
 
-    Follows the ``tpu_nb.host_infeed.feeding`` protocol: the caller runs the device loop, sets ``ran`` to
+    Follows the ``tpu_nb.inputs.host_infeed.feeding`` protocol: the caller runs the device loop, sets ``ran`` to
     the steps it completed (left None when the run failed) and calls ``finish(ran)``, which waits for the
     threads and raises the first error one of them raised.
     """
@@ -261,7 +261,7 @@ class TPUHostCall:
     def drain(self, session):
         import numpy as np
 
-        from ..host_calls import _stack
+        from .host_calls import _stack
 
         with self._lock:
             taken, self._taken = self._taken, []

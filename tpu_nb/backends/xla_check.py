@@ -19,10 +19,10 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
-from .input_pipeline import InputPipeline
-from .model_calls import call_input_fn, call_model_fn
-from .modes import ModeKeys
-from .tf_logs import quiet_tf_logs
+from ..inputs.input_pipeline import InputPipeline
+from ..graph.model_calls import call_input_fn, call_model_fn
+from ..contract.modes import ModeKeys
+from ..reporting.tf_logs import quiet_tf_logs
 
 _XLA_DEVICE = "XLA_CPU_JIT"
 _COMPILE_ATTR = "_xla_compile_id"  # what xla.compile marks the ops of its cluster with

@@ -42,11 +42,11 @@ IMPLEMENTED.update({
     # The original's names for the same classes.
     "EstimatorV2": _attr(_TPU_NB, "Estimator"),
     "UnsupervisedInputReceiver": _attr(_TPU_NB, "ServingInputReceiver"),
-    "TPUContext": _attr("tpu_nb.sharded_inputs", "InputContext"),
+    "TPUContext": _attr("tpu_nb.inputs.sharded_inputs", "InputContext"),
     "pandas_input_fn": _attr("tpu_nb.dropin.pandas_inputs", "pandas_input_fn"),
     "export_estimator_savedmodel": _attr("tpu_nb.dropin.tpu_export", "export_estimator_savedmodel"),
-    "parse_iterations_per_loop": _attr("tpu_nb.config", "parse_iterations_per_loop"),
-    "IterationsPerLoopCounter": _attr("tpu_nb.config", "IterationsPerLoop"),
+    "parse_iterations_per_loop": _attr("tpu_nb.contract.config", "parse_iterations_per_loop"),
+    "IterationsPerLoopCounter": _attr("tpu_nb.contract.config", "IterationsPerLoop"),
     "TaskType": _attr("tpu_nb.dropin.run_config_names", "TaskType"),
     "get_default_session_config": _attr("tpu_nb.dropin.run_config_names", "get_default_session_config"),
     # Export outputs and signature helpers the original re-exported from TensorFlow.
@@ -85,9 +85,9 @@ for _name in ("SessionRunHook", "SessionRunArgs", "SessionRunContext", "SessionR
 
 # train_and_evaluate, its specs and the exporters.
 for _name in ("train_and_evaluate", "TrainSpec", "EvalSpec"):
-    IMPLEMENTED[_name] = _attr("tpu_nb.train_eval", _name)
+    IMPLEMENTED[_name] = _attr("tpu_nb.estimator.train_eval", _name)
 for _name in ("Exporter", "LatestExporter", "BestExporter", "FinalExporter"):
-    IMPLEMENTED[_name] = _attr("tpu_nb.exporters", _name)
+    IMPLEMENTED[_name] = _attr("tpu_nb.estimator.exporters", _name)
 
 _CANNED = ("canned estimators and heads",
            "write a model_fn (a few tf_keras layers, a loss, an optimizer) and use tpu_nb.Estimator or "
@@ -147,6 +147,6 @@ PRIVATE_KNOBS = {
 # resume their schedules with estimator._load_global_step_from_checkpoint_dir(model_dir)).
 PRIVATE_FUNCTIONS = {
     "tensorflow_estimator.python.estimator.estimator": {
-        "_load_global_step_from_checkpoint_dir": _attr("tpu_nb.training", "checkpointed_step"),
+        "_load_global_step_from_checkpoint_dir": _attr("tpu_nb.run.training", "checkpointed_step"),
     },
 }

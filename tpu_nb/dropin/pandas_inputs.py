@@ -1,6 +1,6 @@
 """``pandas_input_fn``: ``numpy_input_fn`` over a DataFrame's columns."""
 
-from ..numpy_inputs import numpy_input_fn
+from ..inputs.numpy_inputs import numpy_input_fn
 
 
 def pandas_input_fn(x, y=None, batch_size=128, num_epochs=1, shuffle=None, queue_capacity=1000, num_threads=1,

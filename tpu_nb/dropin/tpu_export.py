@@ -12,8 +12,8 @@ def export_estimator_savedmodel(estimator, export_dir_base, serving_input_receiv
         est.train(input_fn, steps=100)
         export_estimator_savedmodel(est, '/tmp/export', serving_input_receiver_fn)
     """
-    from ..config import RunConfig
-    from ..estimator import TPUEstimator
+    from ..contract.config import RunConfig
+    from ..estimator.tpu_estimator import TPUEstimator
 
     for needed in ("model_fn", "model_dir", "params"):
         if not hasattr(estimator, needed):

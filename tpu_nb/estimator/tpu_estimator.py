@@ -9,13 +9,13 @@ from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 
-from .config import RunConfig, check_estimator_config, check_positive_int
-from .export import check_export_api_version
-from .interrupts import StopRequest
-from .model_calls import check_params
-from .signatures import check_model_fn
-from .tf_logs import quiet_tf_logs
-from .warm_start import as_settings
+from ..contract.config import RunConfig, check_estimator_config, check_positive_int
+from ..run.export import check_export_api_version
+from ..run.interrupts import StopRequest
+from ..graph.model_calls import check_params
+from ..contract.signatures import check_model_fn
+from ..reporting.tf_logs import quiet_tf_logs
+from ..contract.warm_start import as_settings
 
 _log = logging.getLogger("tpu_nb")
 
@@ -108,7 +108,7 @@ class TPUEstimator:
 
     def _backend(self, what):
         """Where ``what`` runs (``tpu_nb.backends``): one device, simulated shards, workers, or a TPU."""
-        from .backends import select_backend
+        from ..backends import select_backend
 
         return select_backend(self, what)
 
@@ -119,7 +119,7 @@ class TPUEstimator:
         Ctrl-C stops at the next loop boundary, saves a checkpoint and re-raises
         ``KeyboardInterrupt``; a NaN/Inf loss raises without saving the bad state.
         """
-        from .training import run_train
+        from ..run.training import run_train
 
         backend = self._backend("train")
         self._stop = StopRequest()
@@ -146,7 +146,7 @@ class TPUEstimator:
 
         The dict holds ``loss`` (mean over batches), ``global_step`` and every metric.
         """
-        from .evaluation import run_evaluate
+        from ..run.evaluation import run_evaluate
 
         backend = self._backend("evaluate")
         with quiet_tf_logs():
@@ -155,7 +155,7 @@ class TPUEstimator:
 
     def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None, yield_single_examples=True):
         """Yields predictions: one dict per example, or one dict of arrays per batch."""
-        from .prediction import run_predict
+        from ..run.prediction import run_predict
 
         backend = self._backend("predict")
         return run_predict(self, input_fn, predict_keys=predict_keys, hooks=hooks,
@@ -170,7 +170,7 @@ class TPUEstimator:
         ``train`` instead; its receiver function returns a ``SupervisedInputReceiver``
         (see ``build_raw_supervised_input_receiver_fn``).
         """
-        from .export import run_export
+        from ..run.export import run_export
 
         with quiet_tf_logs():
             return run_export(self, export_dir_base, serving_input_receiver_fn, assets_extra=assets_extra,
@@ -189,7 +189,7 @@ class TPUEstimator:
             report = est.check_tpu_compatibility(train_input_fn)
             print(report)   # ok, or the ops to move into input_fn / host_call
         """
-        from .xla_check import check_tpu_compatibility
+        from ..backends.xla_check import check_tpu_compatibility
 
         with quiet_tf_logs():
             return check_tpu_compatibility(self, input_fn)

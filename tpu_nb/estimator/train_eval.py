@@ -26,7 +26,7 @@ import time
 
 import tensorflow as tf
 
-from .config import read_tf_config
+from ..contract.config import read_tf_config
 from .exporters import Exporter
 
 _log = logging.getLogger("tpu_nb")
@@ -169,7 +169,7 @@ class _EvaluateNewCheckpoints(tf.compat.v1.train.CheckpointSaverListener):
 
 
 def _check_arguments(estimator, train_spec, eval_spec):
-    from .estimator import TPUEstimator
+    from .tpu_estimator import TPUEstimator
 
     if not isinstance(estimator, TPUEstimator):
         raise TypeError(f"`estimator` must be a tpu_nb Estimator or TPUEstimator, given {estimator!r}.")

@@ -9,9 +9,9 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from .modes import ModeKeys
-from .signatures import check_input_fn, check_model_fn, describe
-from .spec import EstimatorSpec, TPUEstimatorSpec
+from ..contract.modes import ModeKeys
+from ..contract.signatures import check_input_fn, check_model_fn, describe
+from ..contract.spec import EstimatorSpec, TPUEstimatorSpec
 from .tf_tpu_ops import tpu_ops_off_tpu
 
 _RESERVED_PARAMS = ("batch_size", "context")

@@ -19,8 +19,8 @@ import dataclasses
 import numbers
 from typing import Optional
 
-from .config import InputPipelineConfig
-from .modes import ModeKeys
+from ..contract.config import InputPipelineConfig
+from ..contract.modes import ModeKeys
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
-from .graph_walk import upstream_ops
+from ..graph.walk import upstream_ops
 
 #: Constants at least this large (bytes) are lifted (64 KiB: in graph.pbtxt they grow ~4x).
 MIN_BYTES = 1 << 16

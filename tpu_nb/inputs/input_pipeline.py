@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .model_calls import split_features_labels
+from ..graph.model_calls import split_features_labels
 
 
 class InputPipeline:

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from .spec import ServingInputReceiver
+from ..contract.spec import ServingInputReceiver
 
 # The original's default keys for a single tensor (TensorFlow's export_utils constants).
 _FEATURE_KEY = "feature"

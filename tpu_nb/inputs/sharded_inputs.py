@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from . import const_lifting
 from .batching import BatchPlan
-from .config import InputPipelineConfig as IPC
-from .model_calls import call_input_fn, split_features_labels
+from ..contract.config import InputPipelineConfig as IPC
+from ..graph.model_calls import call_input_fn, split_features_labels
 
 
 class InputContext:

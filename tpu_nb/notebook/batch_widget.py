@@ -1,6 +1,6 @@
 """Choose global batch sizes and the input mode, and see what each shard and host gets.
 
-The arithmetic is ``tpu_nb.batching`` (``plan_batches``, ``plan_padding``); this
+The arithmetic is ``tpu_nb.inputs.batching`` (``plan_batches``, ``plan_padding``); this
 module only lays it out per phase, turns its errors into inline messages and
 builds the estimator the chosen sizes describe.
 
@@ -20,9 +20,9 @@ from typing import Optional, Tuple
 import anywidget
 import traitlets
 
-from ..batching import plan_batches, plan_padding
-from ..config import InputPipelineConfig
-from ..modes import ModeKeys
+from ..inputs.batching import plan_batches, plan_padding
+from ..contract.config import InputPipelineConfig
+from ..contract.modes import ModeKeys
 
 #: Input modes a training pipeline can use (SLICED is eval/predict only).
 INPUT_MODES = ("PER_HOST_V1", "PER_HOST_V2", "PER_SHARD_V1", "BROADCAST")
@@ -38,7 +38,7 @@ def _shards_of(estimator, connection) -> Tuple[int, int, bool]:
         return connection.num_cores, connection.num_hosts, connection.use_tpu
     if estimator is None or not estimator.use_tpu:
         return 1, 1, False
-    from ..topology import SimulatedTPU, simulated_from_env
+    from ..backends.topology import SimulatedTPU, simulated_from_env
 
     cluster = estimator.config.cluster
     sim = cluster if isinstance(cluster, SimulatedTPU) else simulated_from_env()
@@ -225,7 +225,7 @@ class BatchSizeWidget(anywidget.AnyWidget):
             raise ValueError("No estimator to apply the batch sizes to: pass one, BatchSizeWidget(est) or apply(est).")
         if not self.valid:
             raise ValueError(" ".join(f"{k}: {v}" for k, v in self.errors.items()))
-        from ..estimator import TPUEstimator
+        from ..estimator.tpu_estimator import TPUEstimator
 
         config = estimator.config
         if self.sharded and self.input_mode in INPUT_MODES:

@@ -53,7 +53,7 @@ class Connection:
 
     def run_config(self, **kwargs):
         """A ``tpu_nb.RunConfig`` for this backend; ``kwargs`` are the other RunConfig fields."""
-        from ..config import RunConfig
+        from ..contract.config import RunConfig
 
         for name in ("cluster", "master"):
             if name in kwargs:
@@ -102,7 +102,7 @@ def connect(backend: str = "auto", tpu: Optional[str] = None, zone: Optional[str
 def _auto_backend(tpu):
     import tensorflow as tf
 
-    from ..topology import simulated_from_env
+    from ..backends.topology import simulated_from_env
 
     if tpu is not None or os.environ.get("TPU_NAME") or tf.config.list_physical_devices("TPU"):
         return "tpu", (tpu if tpu is not None else (None if os.environ.get("TPU_NAME") else "local")), None
@@ -113,7 +113,7 @@ def _auto_backend(tpu):
 
 
 def _connect_tpu(tpu, zone, project, timeout_secs) -> Connection:
-    from ..tpu_connection import resolve_tpu
+    from ..backends.tpu_connection import resolve_tpu
 
     if isinstance(tpu, str):
         tpu = tpu.strip() or None  # an empty form field means "from TPU_NAME"
@@ -128,7 +128,7 @@ def _connect_tpu(tpu, zone, project, timeout_secs) -> Connection:
 def _connect_simulated(cores, hosts) -> Connection:
     import tensorflow as tf
 
-    from ..topology import SimulatedTPU, simulated
+    from ..backends.topology import SimulatedTPU, simulated
 
     sim = SimulatedTPU(_as_int("cores", cores), _as_int("hosts", hosts))
     topology = simulated(sim)
@@ -139,7 +139,7 @@ def _connect_simulated(cores, hosts) -> Connection:
 def _connect_gpu(gpus) -> Connection:
     import tensorflow as tf
 
-    from ..topology import SimulatedTPU
+    from ..backends.topology import SimulatedTPU
 
     gpus = _as_int("gpus", gpus)
     visible = len(tf.config.list_physical_devices("GPU"))

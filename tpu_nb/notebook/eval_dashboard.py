@@ -142,7 +142,7 @@ class EvalDashboard(anywidget.AnyWidget):
     def __init__(self, estimator, input_fn, steps: Optional[int] = None, name: Optional[str] = None,
                  poll_secs: float = 2.0, hooks=None):
         super().__init__()
-        from ..estimator import TPUEstimator
+        from ..estimator.tpu_estimator import TPUEstimator
 
         if not isinstance(estimator, TPUEstimator):
             raise TypeError(f"expected a tpu_nb.TPUEstimator, got {type(estimator).__name__}.")

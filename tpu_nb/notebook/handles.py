@@ -19,7 +19,7 @@ import threading
 from time import monotonic as _monotonic
 from typing import Any, Callable, List, Optional
 
-from .. import events
+from ..reporting import events
 from . import _busy
 from ._progress import Progress
 from .history import RunHistory

@@ -42,7 +42,7 @@ import time
 import weakref
 from typing import Any, Callable, Dict, Optional
 
-from .. import events
+from ..reporting import events
 from ._progress import Progress
 from .throttle import UPDATES_PER_SECOND, Throttle
 
@@ -160,7 +160,7 @@ def _find_stopper(started: events.RunStarted):
     """
     if started.mode != "train":
         return None
-    from ..estimator import TPUEstimator
+    from ..estimator.tpu_estimator import TPUEstimator
     from . import runs
 
     handle = runs._latest_train.get(os.path.abspath(started.model_dir))

@@ -78,7 +78,7 @@ class TpuMagics(Magics):
         return value
 
     def _estimator(self, name: str):
-        from ..estimator import TPUEstimator
+        from ..estimator.tpu_estimator import TPUEstimator
 
         value = self._lookup(name, fits=lambda v: isinstance(v, TPUEstimator), kind="TPUEstimator")
         if not isinstance(value, TPUEstimator):

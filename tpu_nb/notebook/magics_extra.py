@@ -85,8 +85,8 @@ def frame_arguments(func):
 
 
 def predict_frame_from_args(estimator, input_fn, args, **kwargs):
-    """``tpu_nb.frames.predict_frame`` with the ``frame_arguments`` options (``kwargs`` go to it too)."""
-    from ..frames import predict_frame
+    """``tpu_nb.estimator.frames.predict_frame`` with the ``frame_arguments`` options (``kwargs`` go to it too)."""
+    from ..estimator.frames import predict_frame
 
     return predict_frame(estimator, input_fn, padding_key=args.padding_key, vectors=args.vectors,
                          decode_bytes=args.decode_bytes, index=args.index, max_rows=args.max_rows, **kwargs)

@@ -24,7 +24,7 @@ _latest_lock = threading.Lock()
 
 
 def _check_estimator(estimator):
-    from ..estimator import TPUEstimator
+    from ..estimator.tpu_estimator import TPUEstimator
 
     if not isinstance(estimator, TPUEstimator):
         raise TypeError(f"expected a tpu_nb.TPUEstimator, got {type(estimator).__name__}.")
@@ -50,7 +50,7 @@ def _resume_target(estimator, steps, max_steps):
     target = previous.target_step
     if target is None or previous.stopped_step is None:
         return None
-    from ..training import checkpointed_step
+    from ..run.training import checkpointed_step
 
     at = checkpointed_step(estimator.model_dir)
     if at != previous.stopped_step or at >= target:
@@ -64,7 +64,7 @@ def _continue_history(estimator, handle: RunHandle) -> None:
     previous = latest_train_handle(estimator)
     if previous is None or not previous.finished:
         return
-    from ..training import checkpointed_step
+    from ..run.training import checkpointed_step
 
     at = checkpointed_step(estimator.model_dir)
     if at > 0:
@@ -153,7 +153,7 @@ def predict(estimator, input_fn, predict_keys=None, checkpoint_path: Optional[st
 
         predict(est, predict_input_fn).result.head()
     """
-    from ..frames import predict_frame
+    from ..estimator.frames import predict_frame
 
     _check_estimator(estimator)
     handle = RunHandle("predict", estimator, name=name)

@@ -6,7 +6,7 @@ lines notebook users of TPUEstimator complained about. tpu_nb reports what
 matters through its ``tpu_nb`` logger and event stream, so TensorFlow's
 INFO lines and deprecation notices are muted while the engine runs, and in a
 Jupyter kernel its C++ lines go to a log file instead of the cell
-(:mod:`tpu_nb.native_output`). Set ``TPU_NB_TF_LOGS=1`` to see them again.
+(:mod:`tpu_nb.reporting.native_output`). Set ``TPU_NB_TF_LOGS=1`` to see them again.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from . import const_lifting, events
+from ..inputs import const_lifting
+from ..reporting import events
 from .memory_guard import BuildMeter
 from .schedule import check_step_arg
-from .spec import EstimatorSpec, call_with_tensors, flat_tensors, repacked
+from ..contract.spec import EstimatorSpec, call_with_tensors, flat_tensors, repacked
 from .scaffolds import merge_scaffold, user_scaffold
 from .summary_writers import flush_writers_op, writer_init_ops
 from .training import check_hooks
@@ -118,7 +119,7 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
     On shards the last batch is padded and padded rows are masked out of every
     metric, so ``steps=None`` evaluates exactly the examples of the input.
     """
-    from .backends import one_device_backend
+    from ..backends import one_device_backend
 
     backend = backend or one_device_backend()
     steps = check_step_arg("steps", steps)

@@ -17,9 +17,9 @@ import tensorflow as tf
 from tensorflow.python.saved_model.model_utils import export_output as _export_output
 from tensorflow.python.saved_model.model_utils import export_utils as _export_utils
 
-from .model_calls import call_model_fn
-from .modes import ModeKeys
-from .spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
+from ..graph.model_calls import call_model_fn
+from ..contract.modes import ModeKeys
+from ..contract.spec import EstimatorSpec, ServingInputReceiver, TensorServingInputReceiver, TPUEstimatorSpec
 
 _log = logging.getLogger("tpu_nb")
 
@@ -146,7 +146,7 @@ def _signatures(receiver, outputs):
 
 
 def _supervised_receiver(receiver_fn, mode):
-    from .serving_inputs import SupervisedInputReceiver
+    from ..inputs.serving_inputs import SupervisedInputReceiver
 
     receiver = receiver_fn()
     if isinstance(receiver, SupervisedInputReceiver):

@@ -7,11 +7,11 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from . import const_lifting
+from ..inputs import const_lifting
 from .evaluation import resolve_checkpoint
 from .memory_guard import BuildMeter
 from .scaffolds import local_init_op, merge_scaffold, user_scaffold
-from .tf_logs import quiet_tf_logs
+from ..reporting.tf_logs import quiet_tf_logs
 from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
@@ -52,7 +52,7 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
     On shards a short last batch is padded to the static batch size and the
     padded rows are sliced off again, so N examples give exactly N predictions.
     """
-    from .backends import one_device_backend
+    from ..backends import one_device_backend
 
     hooks = check_hooks(hooks)
     ckpt = resolve_checkpoint(est, checkpoint_path, "prediction")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .graph_walk import upstream_ops
+from ..graph.walk import upstream_ops
 
 
 def user_scaffold(spec):
     """The Scaffold a spec asks for: ``scaffold_fn()`` (TPU spec) or ``scaffold`` (plain spec)."""
-    from .spec import EstimatorSpec
+    from ..contract.spec import EstimatorSpec
 
     if isinstance(spec, EstimatorSpec):
         return spec.scaffold

@@ -18,15 +18,16 @@ from typing import Optional
 
 import tensorflow as tf
 
-from . import const_lifting, events
-from .host_infeed import feeding
+from ..inputs import const_lifting
+from ..reporting import events
+from ..inputs.host_infeed import feeding
 from .interrupts import StopRequest, deferred_interrupts
 from .memory_guard import BuildMeter
 from .model_dir_lock import ModelDirLock
-from .modes import ModeKeys
+from ..contract.modes import ModeKeys
 from .scaffolds import merge_scaffold, user_scaffold
 from .schedule import TimedLoopSizer, check_step_arg, next_loop_size, target_step
-from .spec import EstimatorSpec
+from ..contract.spec import EstimatorSpec
 from .summary_writers import flush_writers_op, writer_init_ops
 
 _log = logging.getLogger("tpu_nb")
@@ -99,7 +100,7 @@ class _TrainGraph:
 
             scaffold_from_user = user_scaffold(self.spec)
             if est.warm_start_from is not None and not tf.train.latest_checkpoint(est.model_dir):
-                from .warm_start import warm_start
+                from ..contract.warm_start import warm_start
 
                 warm_start(est.warm_start_from)
             self.scaffold = _merge_scaffold(scaffold_from_user, est.config, self.input)
@@ -403,7 +404,7 @@ def _finish(built, loop_step, stop, run_id, summaries):
 def run_train(est, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None,
               stop: Optional[StopRequest] = None, backend=None):
     """Implements ``TPUEstimator.train`` on ``backend`` (default: one device), phase by phase."""
-    from .backends import one_device_backend
+    from ..backends import one_device_backend
 
     backend = backend or one_device_backend()
     request = _check_arguments(est, backend, hooks, steps, max_steps, saving_listeners)

@@ -35,9 +35,9 @@ import time
 import uuid
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import _selfcheck_compare as compare
-from . import _selfcheck_model as model
-from ._selfcheck_worker import BACKENDS, PHASES, SHARDS_CORES, SHARDS_HOSTS
+from . import compare
+from . import model
+from .worker import BACKENDS, PHASES, SHARDS_CORES, SHARDS_HOSTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMED_OUT = 0, 1, 2, 3
 REFERENCE = "cpu"
@@ -270,7 +270,7 @@ def run_group(group: str, backends: Sequence[str], options, model_dir: str, work
     """Runs one worker process for ``backends``; (its records, whether the time limit stopped it, exit note)."""
     out = os.path.join(work, f"{group}.jsonl")
     log = os.path.join(work, f"{group}.log")
-    command = [sys.executable, "-m", "tpu_nb._selfcheck_worker", "--out", out, "--model-dir", model_dir,
+    command = [sys.executable, "-m", "tpu_nb.selfcheck.worker", "--out", out, "--model-dir", model_dir,
                "--tpu-timeout", str(options.tpu_timeout)]
     if options.tpu:
         command += ["--tpu", options.tpu]
@@ -315,7 +315,7 @@ def tolerance_for(backend: str, options) -> compare.Tolerance:
 def _environment() -> Dict[str, str]:
     import tensorflow as tf
 
-    from . import __version__
+    from .. import __version__
 
     return {"tpu_nb": __version__, "TensorFlow": tf.__version__, "Python": platform.python_version(),
             "platform": platform.platform()}

@@ -50,7 +50,7 @@ def _environment(tf):
 
 def _estimator(tpu_nb, backend, program, model_dir, args, gpus):
     """The TPUEstimator for ``backend``, and its topology in words (before any run)."""
-    from . import _selfcheck_model as m
+    from . import model as m
 
     tpu_config = dict(iterations_per_loop=m.ITERATIONS_PER_LOOP)
     kwargs = dict(use_tpu=True)
@@ -102,7 +102,7 @@ def _started_runs(tpu_nb, seen):
 
 
 def _train(est, program, tpu_nb, seen):
-    from . import _selfcheck_model as m
+    from . import model as m
 
     est.train(program.train_input_fn, max_steps=m.STEPS)
     weights = {name: est.get_variable_value(name).tolist() for name in m.VARIABLES}
@@ -125,7 +125,7 @@ def _export(est, program, export_base):
     """Exports, then loads the ``serve`` metagraph on the CPU and runs its default signature."""
     import tensorflow as tf
 
-    from . import _selfcheck_model as m
+    from . import model as m
 
     path = est.export_saved_model(export_base, program.serving_input_receiver_fn)
     path = path.decode() if isinstance(path, bytes) else path
@@ -149,7 +149,7 @@ def run_backend(backend, args, emit, gpus):
     """Runs the four phases on ``backend``, emitting each result; a failed phase ends the backend."""
     import tpu_nb
 
-    from . import _selfcheck_model as m
+    from . import model as m
 
     start = time.monotonic()
     program = m.Program(m.problem())
@@ -198,7 +198,7 @@ def run_backend(backend, args, emit, gpus):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tpu_nb._selfcheck_worker",
+    parser = argparse.ArgumentParser(prog="python -m tpu_nb.selfcheck.worker",
                                      description="One process of `python -m tpu_nb.selfcheck` (not for direct use).")
     parser.add_argument("--out", required=True, help="results file (JSON lines, appended)")
     parser.add_argument("--model-dir", required=True, help="a folder this process may write model_dirs under")
