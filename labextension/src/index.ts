@@ -260,6 +260,10 @@ class StatusItem extends Widget {
     if (this.node.dataset.state !== state) {
       this.node.dataset.state = state;
     }
+    const seq = run ? String(run.seq ?? '') : '';
+    if (this.node.dataset.seq !== seq) {
+      this.node.dataset.seq = seq;
+    }
   }
 
   private _registry: Registry;
@@ -331,6 +335,7 @@ class RunsPanel extends Widget {
     card.className = 'tpunb-run';
     card.dataset.runId = String(run.id);
     card.dataset.phase = run.phase;
+    card.dataset.seq = String(run.seq ?? ''); // which view of the run it shows (as the dashboard's)
     const part = (parent: HTMLElement, text: string, cls: string) => {
       const span = document.createElement('span');
       span.className = cls;

@@ -15,7 +15,9 @@ export interface RunInfo {
   step: number | null;
   start: number | null;
   target: number | null;
-  loss: number | null;
+  fraction: number | null; // step / target, counted from step 0 as the step is
+  seq: number; // the number of the run's view shown (the dashboard shows the same views)
+  loss: number | null; // raw, never smoothed
   examples_per_sec: number | null;
   steps_per_sec: number | null;
   backend: string;

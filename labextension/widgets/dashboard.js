@@ -212,18 +212,20 @@ function render({ model, el: root }) {
     if (status.model_dir) parts.push(status.model_dir);
     if (status.note) parts.push(status.note);
     setText(meta, parts.join(" · "));
-    // The bar counts as the header does, from step 0 to the target (not within this run).
-    const f = status.step !== null && status.step !== undefined && status.target_step
-      ? Math.min(1, Math.max(0, status.step / status.target_step)) : status.fraction;
+    // The bar counts as the header does, from step 0 to the target: the view's fraction is step / target.
+    const f = status.fraction;
     setStyle(fill, "width", f === null || f === undefined ? "0" : `${(100 * f).toFixed(1)}%`);
     setStyle(fill, "background", phase === "failed" ? "#c62828" : phase === "stopped" ? "#b35900" : "#1a7f37");
     // Steps as the legends and the status bar write them: "68,600 / 100,000".
     const count = (n) => Math.round(n).toLocaleString("en-US");
     const step = status.step === null || status.step === undefined ? "—" : count(status.step);
     const target = status.target_step === null || status.target_step === undefined ? "" : ` / ${count(status.target_step)}`;
+    // Which of the run's views this shows (the runs panel and the status bar show the same ones).
+    if (status.seq !== undefined && nums.dataset.seq !== String(status.seq)) nums.dataset.seq = String(status.seq);
+    // The header's loss is the raw one; with smoothing on it says so, beside legends that say "smoothed".
     setText(nums, [
       `step ${step}${target}`,
-      `loss ${fmt(status.loss)}`,
+      `loss ${fmt(status.loss)}${smoothBox.checked ? " (raw)" : ""}`,
       `${fmt(status.steps_per_sec)} steps/s`,
       `${fmt(status.examples_per_sec)} examples/s`,
       `ETA ${phase === "running" ? fmtTime(status.eta_seconds) : "—"}`,
@@ -250,9 +252,11 @@ function render({ model, el: root }) {
     return text;
   }
 
-  // Away from the cursor the legend reads the latest data received, as the header does: charts are
+  // Away from the cursor the legend reads the run's current view, as the header does: charts are
   // redrawn at most once a second, the header and legends at every update (setLegend is a few text nodes).
+  // A chart of evaluations alone reads its latest evaluation's step.
   function latestStep(names) {
+    if (names.some((n) => !n.startsWith("eval/")) && status.step !== null && status.step !== undefined) return status.step;
     let step = null;
     for (const n of names) {
       const data = series[n];
@@ -261,15 +265,21 @@ function render({ model, el: root }) {
     return step;
   }
   function latestValue(n) {
+    const weight = smoothBox.checked && !n.startsWith("eval/") ? Number(smoothRange.value) : 0;
+    // The raw loss is the view's (the header's); a smoothed one is computed here and labelled so.
+    if (n === "loss" && !weight && status.loss !== null && status.loss !== undefined) return status.loss;
     const data = series[n];
     if (!data) return null;
-    const weight = smoothBox.checked && !n.startsWith("eval/") ? Number(smoothRange.value) : 0;
     return lastValue(weight ? smooth(data.v, weight) : data.v);
   }
   function refreshLegends() {
+    const seq = status.seq === undefined ? "" : String(status.seq);
     for (const chart of charts.values()) {
       const u = chart.plot;
-      if (u && u.legend && u.legend.idx == null) u.setLegend({ idx: null });
+      if (u && u.legend && u.legend.idx == null) {
+        u.setLegend({ idx: null });
+        if (chart.node.dataset.seq !== seq) chart.node.dataset.seq = seq;  // the view the legend shows
+      }
     }
   }
 

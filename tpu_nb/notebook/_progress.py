@@ -63,10 +63,11 @@ class Progress:
 
     @property
     def fraction(self) -> Optional[float]:
-        if self.target_step is None or self.start_step is None or self.step is None:
-            return None
-        total = self.target_step - self.start_step
-        return 1.0 if total <= 0 else min(1.0, max(0.0, (self.step - self.start_step) / total))
+        """``step / target_step``: counted from step 0, as the step is shown ("step 1,200 / 5,000"),
+        also for a resumed run (which starts part-way along)."""
+        from .view import step_fraction
+
+        return step_fraction(self.step, self.target_step)
 
     def as_dict(self) -> dict:
         elapsed = None

@@ -145,16 +145,19 @@ class Dashboard(anywidget.AnyWidget):
 
     # -- kernel -> browser ---------------------------------------------------------------------------
     def _status(self) -> dict:
+        """This update's status: the run's view of this tick (``RunHandle.publish_view``, which the
+        lab bridge's runs panel and status bar get too, so all show the same step), plus what only
+        the dashboard shows."""
         h = self.handle
+        view = h.publish_view()
         # notes: how a chart's points were made ("mean of 4 shards"), for its legend and tooltip. In
         # every status, not just the snapshot: a series becomes a mean mid-run, when shards first differ.
-        status = dict(h.progress.as_dict(), phase=h.phase, state=h.state, kind=h.kind,
-                      loss=h.store.last("loss"), note=h.note, notes=h.store.notes, fast_stop=self.fast_stop)
+        status = dict(view.as_dict(), note=h.note, notes=h.store.notes, fast_stop=self.fast_stop)
         started = h.started
         if started is not None:
-            status.update(backend=started.backend, num_shards=started.num_shards, num_hosts=started.num_hosts,
+            status.update(num_shards=started.num_shards, num_hosts=started.num_hosts,
                           global_batch_size=started.global_batch_size,
-                          per_shard_batch_size=started.per_shard_batch_size, model_dir=started.model_dir,
+                          per_shard_batch_size=started.per_shard_batch_size,
                           iterations_per_loop=str(started.iterations_per_loop))
         return status
 

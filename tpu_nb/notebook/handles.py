@@ -111,6 +111,11 @@ class RunHandle:
         # redraws its PNG/HTML then, and a notebook that ends right after wait() must keep that display.
         self._settled = threading.Event()
         self._stop_wanted: Optional[str] = None
+        #: The latest view of this run (see .view): what the dashboard and the lab bridge show now.
+        self.view = None
+        self._view_seq = 0
+        self._view_lock = threading.Lock()
+        self._view_listeners: List[Callable[["RunHandle", Any], None]] = []
         self._unsubscribe = None
 
     # -- what users read ---------------------------------------------------------------------------
@@ -143,6 +148,46 @@ class RunHandle:
                 self._applied_loop = loop
                 self._progress.loop_finished(loop.global_step, loop.wall_time, loop.examples_per_sec)
             return self._progress
+
+    def progress_and_loop(self):
+        """A copy of the progress and the loop it last took in, read together (for one view)."""
+        import copy
+
+        with self._progress_lock:
+            loop = self._last_loop
+            if loop is not None and loop is not self._applied_loop:
+                self._applied_loop = loop
+                self._progress.loop_finished(loop.global_step, loop.wall_time, loop.examples_per_sec)
+            return copy.copy(self._progress), self._applied_loop
+
+    def publish_view(self):
+        """Makes this tick's :class:`.view.RunView` (once), keeps it as ``view`` and gives it to every
+        view listener; returns it. Called by whatever drives the run's display: the dashboard's update,
+        or the lab bridge's ticker when the run has no dashboard. Safe from any thread."""
+        from .view import run_view
+
+        with self._view_lock:
+            self._view_seq += 1
+            view = run_view(self, self._view_seq)
+            self.view = view
+            listeners = list(self._view_listeners)
+        for callback in listeners:
+            try:
+                callback(self, view)
+            except Exception:  # noqa: BLE001 - one display's failure must not stop the others
+                pass
+        return view
+
+    def add_view_listener(self, callback: Callable[["RunHandle", Any], None]) -> Callable[[], None]:
+        """``callback(handle, view)`` for each published view (in the publishing thread); returns the
+        function that removes it."""
+        self._view_listeners.append(callback)
+
+        def remove():
+            if callback in self._view_listeners:
+                self._view_listeners.remove(callback)
+
+        return remove
 
     @property
     def global_step(self) -> Optional[int]:

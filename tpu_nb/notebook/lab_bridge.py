@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, Optional
 from ..reporting import events
 from ._progress import Progress
 from .throttle import UPDATES_PER_SECOND, Throttle
+from .view import step_fraction
 
 _log = logging.getLogger("tpu_nb")
 
@@ -65,10 +66,16 @@ class _Run:
 
     __slots__ = ("id", "mode", "model_dir", "backend", "phase", "state", "step", "start", "target", "loss",
                  "examples_per_sec", "steps_per_sec", "spark", "_every", "_seen", "stopper", "last_loop",
-                 "_applied", "_progress", "first_loop", "label")
+                 "_applied", "_progress", "first_loop", "label", "handle", "seq", "fraction", "_unlisten")
 
-    def __init__(self, started: events.RunStarted, stopper, label: Optional[str] = None):
+    def __init__(self, started: events.RunStarted, stopper, label: Optional[str] = None, handle=None):
         self.id = started.run_id
+        # A notebook run: everything shown comes from its handle's views (see .view), the same objects
+        # its dashboard shows; None: a run without a handle (a plain train() call), followed by events.
+        self.handle = handle
+        self._unlisten = None
+        self.seq = 0  # the number of the view shown (handle runs: the handle's; else counted here)
+        self.fraction = None
         self.label = label  # the notebook's name for the run (``-o VAR``), when it has one
         self.mode = started.mode
         self.model_dir = started.model_dir
@@ -100,10 +107,29 @@ class _Run:
         self._progress.loop_finished(event.global_step, event.wall_time, event.examples_per_sec)
         self.examples_per_sec = _finite(self._progress.examples_per_sec)
         self.steps_per_sec = _finite(self._progress.steps_per_sec)
+        self.fraction = step_fraction(self.step, self.target)
+        self.seq += 1
         loss = _finite(event.loss)
         if loss is not None:
             self.loss = loss
             self.add_loss(loss)
+        return True
+
+    def apply_view(self, view) -> bool:
+        """Shows the handle's view ``view`` (an older one than shown is ignored); True if it was new."""
+        if view.seq <= self.seq:
+            return False
+        moved = view.step != self.step
+        self.seq = view.seq
+        self.step, self.start, self.target, self.fraction = view.step, view.start_step, view.target_step, view.fraction
+        self.phase, self.state = view.phase, view.state
+        self.examples_per_sec, self.steps_per_sec = view.examples_per_sec, view.steps_per_sec
+        if view.backend:
+            self.backend = view.backend
+        if view.loss is not None:
+            self.loss = view.loss
+            if moved:
+                self.add_loss(view.loss)
         return True
 
     def add_loss(self, loss: float) -> None:
@@ -122,6 +148,7 @@ class _Run:
         run = cls.__new__(cls)  # no RunStarted to build it from: every slot set here
         run.id, run.label, run.mode, run.model_dir, run.backend = run_id, handle.name, handle.kind, model_dir, backend
         run.phase, run.state = "failed", handle.state
+        run.handle, run._unlisten, run.seq, run.fraction = None, None, 0, None
         run.step = run.start = run.target = None
         run.loss = run.examples_per_sec = run.steps_per_sec = None
         run.spark, run._every, run._seen = [], 1, 0
@@ -137,7 +164,8 @@ class _Run:
         where = os.path.basename(self.model_dir.rstrip(os.sep)) or self.model_dir
         name = f"{self.label} · {self.mode}" if self.label else f"{self.mode} · {where}"
         return {"id": self.id, "name": name, "mode": self.mode, "phase": self.phase, "state": self.state,
-                "step": self.step, "start": self.start, "target": self.target, "loss": self.loss,
+                "step": self.step, "start": self.start, "target": self.target, "fraction": self.fraction,
+                "seq": self.seq, "loss": self.loss,
                 "examples_per_sec": self.examples_per_sec, "steps_per_sec": self.steps_per_sec,
                 "backend": self.backend, "model_dir": self.model_dir, "spark": list(self.spark)}
 
@@ -229,7 +257,8 @@ class LabBridge:
     def status(self) -> Dict[str, Any]:
         with self._lock:
             for run in self._runs.values():
-                run.apply_last_loop()
+                if run.handle is None:
+                    run.apply_last_loop()
             return {"type": "status", "backend": self._backend, "active": self._active,
                     "runs": [run.as_dict() for run in self._runs.values()]}
 
@@ -265,6 +294,16 @@ class LabBridge:
                 self._runs[run.id] = run
                 self._active = run.id
                 self._trim()
+            elif run.handle is not None:
+                # The final view: the dashboard's last update published it; without one, published here.
+                view = handle.view
+                if view is None or view.live or view.phase != handle.phase:
+                    view = handle.publish_view()  # our listener shows it
+                else:
+                    run.apply_view(view)
+                if run._unlisten is not None:
+                    run._unlisten()
+                    run._unlisten = None
             elif handle.phase in (STOPPED, FAILED, DONE) and run.phase != handle.phase:
                 run.apply_last_loop()
                 run.phase, run.state = handle.phase, handle.state
@@ -290,8 +329,11 @@ class LabBridge:
         with self._lock:
             if kind is events.RunStarted:
                 handle = _handles().current_handle()  # the notebook run publishing this, in its thread
-                label = handle.name if handle is not None and handle.run_id in (None, event.run_id) else None
-                run = _Run(event, _find_stopper(event), label)
+                if handle is not None and handle.run_id not in (None, event.run_id):
+                    handle = None  # a run inside another one's (an evaluate() from a hook)
+                run = _Run(event, _find_stopper(event), handle.name if handle is not None else None, handle)
+                if handle is not None:
+                    run._unlisten = handle.add_view_listener(self._on_view)
                 self._runs[run.id] = run
                 self._backend = event.backend
                 self._active = run.id
@@ -299,8 +341,8 @@ class LabBridge:
                 self._start_ticker()
             else:
                 run = self._runs.get(getattr(event, "run_id", None))
-                if run is None:
-                    return
+                if run is None or run.handle is not None:
+                    return  # a notebook run's end shows with its handle's next view, as on its dashboard
                 run.apply_last_loop()  # the final numbers come before the final state
                 if isinstance(event, events.RunStopped):
                     run.phase, run.step = "stopped", event.global_step
@@ -315,6 +357,27 @@ class LabBridge:
                     if run.phase in ("running", "stopping"):
                         run.phase = run.state = "done"
         self._schedule()
+
+    def _on_view(self, handle, view) -> None:
+        """A notebook run published a view (its dashboard's update, or our ticker): shown at once.
+
+        Not throttled here: views come at most at the dashboard's (or the ticker's) rate, and the
+        panel and status bar must show the view the dashboard shows now, not one a timer later.
+        """
+        with self._lock:
+            run = self._runs.get(view.run_id) if view.run_id is not None else None
+            if run is None or run.handle is not handle or not run.apply_view(view):
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._throttle.due()
+            self._send()
+
+    def _drives(self, run: "_Run") -> bool:
+        """True when this bridge makes ``run``'s views: a notebook run whose dashboard does not."""
+        handle = run.handle
+        return handle is not None and (handle.dashboard is None or handle.finished)
 
     def _trim(self) -> None:
         while len(self._runs) > MAX_RUNS:
@@ -332,7 +395,10 @@ class LabBridge:
         while not self._closed.wait(self._throttle.interval):
             with self._lock:
                 live = [run for run in self._runs.values() if run.live]
-                if any([run.apply_last_loop() for run in live]):  # a list: every run applies, no short cut
+                for run in live:
+                    if self._drives(run):
+                        run.handle.publish_view()  # our listener sends it
+                if any([run.apply_last_loop() for run in live if run.handle is None]):  # a list: no short cut
                     self._dirty = True
                 if self._dirty and self._timer is None and self._throttle.due():
                     self._send()
@@ -402,12 +468,16 @@ class LabBridge:
             stopper = run.stopper() if run is not None and run.stopper is not None else None
             if run is None or stopper is None or run.phase != "running":
                 return False
-            run.phase = run.state = "stopping"
+            if run.handle is None:
+                run.phase = run.state = "stopping"
         if hasattr(stopper, "request_stop"):
             stopper.request_stop(reason)
         else:
-            stopper.stop(reason)
-        self._schedule()
+            stopper.stop(reason)  # a handle: its dashboard's next view says "stopping"
+        if run.handle is not None and self._drives(run):
+            run.handle.publish_view()
+        else:
+            self._schedule()
         return True
 
     def stop_all(self) -> int:
