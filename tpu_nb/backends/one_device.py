@@ -54,7 +54,7 @@ class OneDevice(Backend):
 
     def build_eval(self, est, input_fn, steps, iterations_per_loop) -> EvalGraph:
         from .eval_step import advance_eval_step
-        from ..run.evaluation import metric_ops_from_spec
+        from ..graph.metric_calls import metric_ops_from_spec
         from ..contract.spec import call_with_tensors
 
         graph = tf.compat.v1.get_default_graph()

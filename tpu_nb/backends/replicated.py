@@ -149,7 +149,7 @@ class _EvalLoop:
 
     def __init__(self, backend, est, input_fn):
         from .eval_step import advance_eval_step
-        from ..run.evaluation import _flat_fn_tensors
+        from ..graph.metric_calls import flat_fn_tensors
 
         strategy, plan, context, self.global_step, inputs = backend._setup(  # noqa: SLF001
             est, input_fn, ModeKeys.EVAL, est.eval_batch_size, "evaluate()")
@@ -164,9 +164,9 @@ class _EvalLoop:
             share_control_inputs(tf.compat.v1.get_default_graph())
             captured["step"] = step
             real = tf.reduce_sum(tf.cast(step.mask, tf.int64))
-            metric_tensors = _flat_fn_tensors(step.eval_metrics)
+            metric_tensors = flat_fn_tensors(step.eval_metrics)
             captured["metric_count"] = len(metric_tensors)
-            host_tensors = _flat_fn_tensors(step.host_call)  # the original ran host_call on every eval step too
+            host_tensors = flat_fn_tensors(step.host_call)  # the original ran host_call on every eval step too
             queue = HostCallQueue(self._host_fn, [step.loss, real] + metric_tensors + host_tensors)
             captured["queue"] = queue
             consumed = inputs.infeed.take_dequeues() if inputs.infeed is not None else []
@@ -192,17 +192,17 @@ class _EvalLoop:
         self.advance_eval_step = advance_eval_step(ran - tf.cast(tf.equal(rows, 0), ran.dtype))
 
     def _host_fn(self, loss, real, *tensors):
-        from ..run.evaluation import _call_on_flat, _check_metric_dict
+        from ..graph.metric_calls import call_on_flat, check_metric_dict
 
         # Weighted by real rows, so the padded tail of the input barely moves the mean loss.
         self.loss = tf.compat.v1.metrics.mean(loss, weights=tf.cast(real, tf.float32), name="mean_loss")
         updates = [self.loss[1]]
         metric_tensors, host_tensors = tensors[:self._metric_count], tensors[self._metric_count:]
         if self._metric_fn_tensors is not None:
-            self.metrics = _check_metric_dict(_call_on_flat(self._metric_fn_tensors, metric_tensors))
+            self.metrics = check_metric_dict(call_on_flat(self._metric_fn_tensors, metric_tensors))
             updates += [pair[1] for pair in self.metrics.values()]
         if self._host_call is not None:
-            outputs = _call_on_flat(self._host_call, host_tensors)
+            outputs = call_on_flat(self._host_call, host_tensors)
             updates += [o for o in tf.nest.flatten(outputs) if o is not None]
         return updates
 

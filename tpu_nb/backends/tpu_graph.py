@@ -371,7 +371,7 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
     """
     from tensorflow.python.tpu import tpu, training_loop
 
-    from ..run.evaluation import _check_metric_dict
+    from ..graph.metric_calls import check_metric_dict
     from .replicated import eval_input_mode
 
     plan, assignment, replica_hosts = _layout(est, system, est.eval_batch_size, eval_input_mode(est),
@@ -414,7 +414,7 @@ def build_tpu_eval_graph(est, input_fn, iterations, system: TPUSystem, job: Opti
         if spec.eval_metrics is not None:
             # Padding rows leave every per-example tensor before metric_fn sees it.
             real = [mask_if_batch(t, masks) for t in metric_tensors]
-            metrics = _check_metric_dict(call_with_tensors(spec.eval_metrics[0],
+            metrics = check_metric_dict(call_with_tensors(spec.eval_metrics[0],
                                                            repacked(spec.eval_metrics[1], real)))
         host_call_outputs = None
         if getattr(spec, "host_call", None) is not None:

@@ -12,13 +12,11 @@ from ..inputs import const_lifting
 from ..reporting import events
 from .memory_guard import BuildMeter
 from .schedule import check_step_arg
-from ..contract.spec import EstimatorSpec, call_with_tensors, flat_tensors, repacked
 from .scaffolds import merge_scaffold, user_scaffold
 from .summary_writers import flush_writers_op, writer_init_ops
 from .training import check_hooks
 
 _log = logging.getLogger("tpu_nb")
-_RESERVED_METRIC_NAMES = ("loss", "global_step")
 _FLUSH = "_tpu_nb_flush_summary_writers"
 
 
@@ -58,31 +56,8 @@ def _checkpoint_step(prefix):
     return (0, int(tail), prefix) if tail.isdigit() else (1, 0, prefix)
 
 
-def metric_ops_from_spec(spec):
-    """{name: (value, update_op)} from eval_metrics (TPU spec) or eval_metric_ops (plain spec)."""
-    if isinstance(spec, EstimatorSpec):
-        ops = dict(spec.eval_metric_ops or {})
-    elif spec.eval_metrics is not None:
-        fn, tensors = spec.eval_metrics
-        ops = call_with_tensors(fn, tensors)
-    else:
-        ops = {}
-    return _check_metric_dict(ops)
 
 
-def _check_metric_dict(ops):
-    if not isinstance(ops, dict):
-        raise TypeError(
-            f"eval_metrics' metric_fn must return a dict of name -> (value, update_op), got {type(ops).__name__}."
-        )
-    for name, pair in ops.items():
-        if name in _RESERVED_METRIC_NAMES:
-            raise ValueError(f"Metric name {name!r} is reserved (the result dict has it already): rename the metric.")
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(
-                f"metric {name!r} must be a (value, update_op) pair as tf.compat.v1.metrics.* return, got {pair!r}."
-            )
-    return ops
 
 
 def _write_eval_summary(est, name, step, results):
@@ -102,15 +77,8 @@ def _write_eval_summary(est, name, step, results):
     writer.flush()
 
 
-def _flat_fn_tensors(fn_and_tensors):
-    """The tensors of an (fn, list or dict) pair, flat (none for None)."""
-    return [] if fn_and_tensors is None else flat_tensors(fn_and_tensors[1])
 
 
-def _call_on_flat(fn_and_tensors, flat):
-    """Calls the pair's fn on ``flat`` put back in the pair's structure."""
-    fn, structure = fn_and_tensors
-    return call_with_tensors(fn, repacked(structure, flat))
 
 
 def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None, backend=None):
