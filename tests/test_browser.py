@@ -41,6 +41,51 @@ FOUR_STEPS = """() => {
 }"""
 
 
+# During the run: the step each place shows and the number (seq) of the run's view it shows it from.
+# Each place marks the view it draws with data-seq: the dashboard's header (.tpunb-nums), the loss
+# chart (set when its legend is refreshed), the runs panel's card and the status bar.
+LIVE_STEPS = """() => {
+  const number = (text, pattern) => { const m = (text || '').match(pattern); return m ? Number(m[1].replace(/,/g, '')) : null; };
+  const seq = (node) => (node && node.dataset.seq ? Number(node.dataset.seq) : null);
+  const header = document.querySelector('.tpunb-nums');
+  const chart = document.querySelector(".tpunb-chart[data-chart='loss']");
+  const legend = chart && chart.querySelector('.u-legend .u-series .u-value');
+  const card = document.querySelector('#tpu-nb-runs .tpunb-run');
+  const bar = document.querySelector('.tpunb-status');
+  return [
+    {place: 'header', step: number(header?.textContent, /step ([0-9,]+)/), seq: seq(header)},
+    {place: 'legend', step: number(legend?.textContent, /^([0-9,]+)/), seq: seq(chart)},
+    {place: 'panel', step: number(card?.querySelector('.tpunb-run-step')?.textContent, /step ([0-9,]+)/), seq: seq(card)},
+    {place: 'status bar', step: number(bar?.textContent, /train ([0-9,]+)\\//), seq: seq(bar)},
+  ];
+}"""
+
+
+def _assert_four_places_agree_while_training(page, samples=12):
+    """Agreement within one update, while the run goes: in each sample every place shows the step of
+    the latest view or of the one before it (their view numbers differ by at most 1), and a view's
+    step is the same wherever it is shown. Between samples the run moves on (it is not stopped)."""
+    import time
+
+    step_of_view = {}
+    seen = []
+    deadline = time.monotonic() + 120  # views come twice a second; a loaded machine may space them out
+    while len(seen) < samples:
+        assert time.monotonic() < deadline, f"only {len(seen)} new views in 120 s: {seen}"
+        places = page.evaluate(LIVE_STEPS)
+        assert all(p["step"] is not None and p["seq"] is not None for p in places), places
+        seqs = [p["seq"] for p in places]
+        assert max(seqs) - min(seqs) <= 1, places
+        for p in places:
+            assert step_of_view.setdefault(p["seq"], p["step"]) == p["step"], (p, step_of_view)
+        if not seen or max(seqs) > max(p["seq"] for p in seen[-1]):
+            seen.append(places)  # one sample per new view: spread over the run, not many of one view
+        page.wait_for_timeout(150)
+    first, last = min(p["step"] for p in seen[0]), max(p["step"] for p in seen[-1])
+    assert first < last, seen  # sampled while training, not after it
+    return seen
+
+
 # Run in the kernel after the stop: a training whose model_fn raises before the run begins.
 BROKEN_RUN = (
     "def broken_model_fn(features, labels, mode, params):\n"
@@ -78,7 +123,24 @@ def test_jupyterlab_status_bar_panel_chart_and_stop(tmp_path):
         page.wait_for_function(  # the sparkline has a line once a few losses arrived
             "() => !!document.querySelector('#tpu-nb-runs .tpunb-run polyline')", timeout=30_000)
         page.locator(".tpunb-chart").first.scroll_into_view_if_needed()
+        # The dashboard's header, its loss legend, the runs panel and the status bar show one step
+        # (that of the same view, or of the view just before: within one update), during training.
+        _assert_four_places_agree_while_training(page)
         screenshot(page, "jupyterlab_running.png")
+        # With smoothing on, the legend's loss is labelled smoothed and the header's says it is raw.
+        smoothing = page.locator(".tpunb-controls label", has_text="smoothing").locator("input[type=checkbox]")
+        smoothing.check()
+        page.wait_for_function("() => /train loss \\(smoothed 0\\.60\\)/.test(document.querySelector("
+                               "\".tpunb-chart[data-chart='loss'] .u-legend\").textContent)", timeout=30_000)
+        page.wait_for_function("() => /loss \\S+ \\(raw\\)/.test(document.querySelector('.tpunb-nums').textContent)",
+                               timeout=30_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+        _assert_four_places_agree_while_training(page, samples=4)
+        screenshot(page, "jupyterlab_running_dark.png")
+        smoothing.uncheck()
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=30_000)
 
         row.locator("button.tpunb-stop").click()
         stopped = page.locator("#tpu-nb-runs .tpunb-run[data-phase='stopped']")
