@@ -9,15 +9,23 @@ target 'tpu_nb'" in each headless run), and a listed comm is all the extension n
 runs panel) gets the whole, small state of the kernel's runs in each message, at most
 ``per_second`` messages per second (``throttle.UPDATES_PER_SECOND``, as the dashboard) whatever
 the event rate; the last change always arrives
-(a timer sends it when the throttle held it back). Loop progress costs the training thread one
-attribute store per loop: a ticker thread, alive while a run is, reads the latest loop at the
-message rate. Outside a kernel (a script, a terminal IPython) the comm is a no-op.
+(a timer sends it when the throttle held it back). Outside a kernel (a script, a terminal IPython)
+the comm is a no-op.
+
+A notebook run (one with a :class:`.handles.RunHandle`) is shown from its handle's views
+(:mod:`.view`): the run's dashboard publishes one view per update and this bridge sends that same
+view at once, so the runs panel and the status bar show the step the dashboard's header and legend
+show (``seq`` says which view). For a notebook run without a dashboard the ticker thread publishes
+the views, at the message rate. A run without a handle (a plain ``train()`` in a cell) is followed
+from its events: loop progress costs the training thread one attribute store per loop, and the
+ticker, alive while a run is, reads the latest loop at the message rate.
 
 Messages, kernel -> front end::
 
     {"type": "status", "backend": "simulated TPU 8x1 (...)", "active": 3,
      "runs": [{"id": 3, "name": "run · train", "mode": "train", "phase": "running",
-               "state": "running", "step": 1200, "start": 0, "target": 5000, "loss": 0.31,
+               "state": "running", "step": 1200, "start": 0, "target": 5000, "fraction": 0.24,
+               "seq": 17, "loss": 0.31,
                "examples_per_sec": 9100.0, "steps_per_sec": 142.0, "backend": "...",
                "model_dir": "/tmp/model_a", "spark": [2.3, 1.1, 0.6, ...]}, ...]}
 
