@@ -207,6 +207,7 @@ class _Timed:
     timer_cost = 0.0
 
     sends = 0
+    _inside = threading.local()
     enabled = True  # False in the interleaved run: reading thread clocks costs time of its own
 
     @classmethod
@@ -228,12 +229,18 @@ class _Timed:
             def wrapper(self, *args):
                 if not main_thread and threading.current_thread() is threading.main_thread():
                     return original(self, *args)
+                if getattr(cls._inside, "timed", False):
+                    # Called from a timed method (the dashboard's update sends the run's view to the
+                    # lab bridge too): its time is in the caller's already.
+                    return original(self, *args)
+                cls._inside.timed = True
                 t = time.thread_time()
                 try:
                     return original(self, *args)
                 finally:
                     setattr(cls, total, getattr(cls, total) + time.thread_time() - t - cls.timer_cost)
                     cls.sends += counts_sends
+                    cls._inside.timed = False
 
             return wrapper
 
