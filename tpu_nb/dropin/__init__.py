@@ -12,6 +12,9 @@ Every public name the original modules had resolves: to tpu_nb's implementation,
 class where the original re-exported one, or to a stand-in that raises ``EstimatorFeatureNotSupportedError``
 when used (canned estimators, TPU embedding...). Importing this package imports nothing else (the
 runner imports it before it sets up TensorFlow's environment).
+
+A top layer beside the notebook toolkit: it may import every engine layer, and nothing imports it but
+the root package's ``install_estimator_modules`` (docs/architecture.md).
 """
 
 _LAZY = {

@@ -8,6 +8,9 @@ Load the magics with ``%load_ext tpu_nb``; every magic has a plain Python twin h
 
 The dashboard needs the ``notebooks`` extras (anywidget, ipywidgets, matplotlib, IPython);
 the history store and the handles need only numpy and pandas.
+
+The top layer: it may import every engine layer and learns what a run does from ``tpu_nb.events``;
+no engine module imports it (docs/architecture.md).
 """
 
 import importlib
