@@ -12,6 +12,7 @@ from .replica_collections import collections_per_replica
 from ..contract.modes import ModeKeys
 from .base import Backend, EvalGraph, PredictGraph, TrainGraph
 from .device_loop import train_while_loop
+from .hook_tensors import carry_hook_tensors
 
 
 class OneDevice(Backend):
@@ -42,6 +43,9 @@ class OneDevice(Backend):
             with tf.control_dependencies([spec.train_op]):
                 step = tf.identity(global_step.read_value())
             deps = [spec.train_op]
+            # As the original off TPU (one step per Session.run), the hooks model_fn returned may fetch the
+            # step's tensors; they run between loops, so they get the loop's last step's values.
+            deps += carry_hook_tensors(list(spec.training_hooks) + list(getattr(spec, "training_chief_hooks", ())))
             host_call = getattr(spec, "host_call", None)
             if host_call is not None:
                 captured["host_call"] = HostCallQueue(host_call[0], host_call[1], every_n)
