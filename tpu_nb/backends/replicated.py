@@ -157,10 +157,14 @@ class _EvalLoop:
         self.infeed = inputs.infeed
         self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="eval_iterations")
         captured = {}
+        whole = inputs.whole_steps
 
         def body(i, rows):
             with names_as_outside_loop():
-                step = ShardedStep(est, strategy, backend, plan, context, ModeKeys.EVAL).build(inputs.next())
+                # Steps all real or all padding: metric_fn gets the gathered tensors whole, with their static
+                # shapes (as the original's outfeed gave them), and the padding steps are not queued.
+                step = ShardedStep(est, strategy, backend, plan, context, ModeKeys.EVAL).build(
+                    inputs.next(), mask_rows=not whole)
             share_control_inputs(tf.compat.v1.get_default_graph())
             captured["step"] = step
             real = tf.reduce_sum(tf.cast(step.mask, tf.int64))
@@ -170,7 +174,11 @@ class _EvalLoop:
             queue = HostCallQueue(self._host_fn, [step.loss, real] + metric_tensors + host_tensors)
             captured["queue"] = queue
             consumed = inputs.infeed.take_dequeues() if inputs.infeed is not None else []
-            with tf.control_dependencies([queue.enqueue(tf.cast(i, tf.int64))] + consumed):
+            if whole:
+                enqueue = tf.cond(real > 0, lambda: tf.group(queue.enqueue(tf.cast(i, tf.int64))), tf.no_op)
+            else:
+                enqueue = queue.enqueue(tf.cast(i, tf.int64))
+            with tf.control_dependencies([enqueue] + consumed):
                 return i + 1, tf.identity(real)
 
         with sharded_scope(strategy):

@@ -229,7 +229,8 @@ class ShardedStep:
     def _gather(self, value, only_first=False):
         return self.backend.gather_to_host(self.strategy, value, only_first=only_first)
 
-    def build(self, replica_inputs, train=False):
+    def build(self, replica_inputs, train=False, mask_rows=True):
+        """``mask_rows=False``: eval_metrics tensors keep every row (the step is all real or all padding)."""
         features = per_replica([f for f, _, _ in replica_inputs])
         labels = per_replica([l for _, l, _ in replica_inputs])
         masks = [m for _, _, m in replica_inputs]
@@ -294,7 +295,7 @@ class ShardedStep:
         if "eval_metrics" in results:
             fn, structure, _ = _flatten_fn_tensors("eval_metrics", self.spec.eval_metrics)
             gathered = [self._gather(v, only_first=broadcast) for v in results["eval_metrics"]]
-            if self.mask is not None:
+            if self.mask is not None and mask_rows:
                 gathered = [mask_if_batch(t, self.mask) for t in gathered]
             self.eval_metrics = (fn, repacked(structure, gathered))
         self.predictions = None

@@ -222,6 +222,7 @@ class ShardedInput:
         self.topology = topology
         self.plan = plan
         self.pad = pad
+        self._rows_whole = True  # False once an input may end with a short batch (padded row by row)
         self.iterators = []
         self.readers = []  # per input_fn call: () -> (structure, mask or None)
         self.infeed = None
@@ -261,6 +262,8 @@ class ShardedInput:
 
     def _dataset_reader(self, dataset, device, what):
         if self.pad:
+            if not all(spec.shape.is_fully_defined() for spec in tf.nest.flatten(dataset.element_spec)):
+                self._rows_whole = False
             dataset = pad_with_stop_signal(dataset, self.plan.input_fn_batch, what)
             if self.plan.input_mode in _SPLIT_MODES:
                 _check_static(dataset.element_spec[0], self.plan, what, self.batch_axis)
@@ -279,6 +282,15 @@ class ShardedInput:
     def from_tensors(self) -> bool:
         """True when input_fn returned tensors (no end-of-input signal: evaluation needs steps)."""
         return self.infeed is not None
+
+    @property
+    def whole_steps(self) -> bool:
+        """True when every step's rows are all real or all padding: one input, never padded row by row.
+
+        Then a step's eval_metrics tensors need no row mask (which would lose their static first
+        dimension); only the steps past the end of the input, all padding, are left out.
+        """
+        return len(self.readers) == 1 and self._rows_whole
 
     @property
     def initializer(self):
