@@ -98,7 +98,7 @@ class Replicated(Backend):
         return strategy, plan, context, global_step, inputs
 
     def build_eval(self, est, input_fn, steps, iterations_per_loop) -> EvalGraph:
-        loop = _EvalLoop(self, est, input_fn)
+        loop = _EvalLoop(self, est, input_fn, steps)
         if loop.infeed is not None and steps is None:
             raise ValueError("input_fn returned tensors rather than a tf.data.Dataset, so the end of the input "
                              "cannot be detected: pass evaluate(steps=N), or return a Dataset.")
@@ -147,7 +147,7 @@ class _EvalLoop:
     end of its input).
     """
 
-    def __init__(self, backend, est, input_fn):
+    def __init__(self, backend, est, input_fn, steps=None):
         from .eval_step import advance_eval_step
         from ..graph.metric_calls import flat_fn_tensors
 
@@ -157,7 +157,12 @@ class _EvalLoop:
         self.infeed = inputs.infeed
         self.iterations = tf.compat.v1.placeholder(tf.int32, [], name="eval_iterations")
         captured = {}
-        whole = inputs.whole_steps
+        # Whole steps (all real, or all padding past the end): metric_fn gets the gathered tensors with their
+        # static shapes, as the original's outfeed gave them. In PER_HOST_V2 only when evaluate() was given
+        # steps, as the original required; a step that is then partly real is an error, never a count of
+        # padding rows. Otherwise padded rows are masked out (the first dimension becomes unknown).
+        whole = inputs.whole_steps and (inputs.one_element_per_step or steps is not None)
+        guard_partial = whole and not inputs.one_element_per_step
 
         def body(i, rows):
             with names_as_outside_loop():
@@ -175,7 +180,17 @@ class _EvalLoop:
             captured["queue"] = queue
             consumed = inputs.infeed.take_dequeues() if inputs.infeed is not None else []
             if whole:
-                enqueue = tf.cond(real > 0, lambda: tf.group(queue.enqueue(tf.cast(i, tf.int64))), tf.no_op)
+                checks = []
+                if guard_partial:
+                    full = tf.size(step.mask, out_type=tf.int64)
+                    checks.append(tf.debugging.Assert(
+                        tf.logical_or(tf.equal(real, 0), tf.equal(real, full)),
+                        ["evaluate(steps=...): the input ended in the middle of a step, so some shards got no "
+                         "data (PER_HOST_V2 gives each shard elements of its own). Pass steps=None to evaluate "
+                         "to the end of the input (padding is then masked out), or fewer steps. Real rows:",
+                         real, "of", full]))
+                with tf.control_dependencies(checks):
+                    enqueue = tf.cond(real > 0, lambda: tf.group(queue.enqueue(tf.cast(i, tf.int64))), tf.no_op)
             else:
                 enqueue = queue.enqueue(tf.cast(i, tf.int64))
             with tf.control_dependencies([enqueue] + consumed):

@@ -283,6 +283,9 @@ class ShardedStep:
         self.loss = None
         if "loss" in results:
             self.loss = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, results["loss"], axis=None)
+            if not train and masks[0] is not None and self.plan.input_mode != IPC.BROADCAST:
+                self.loss = _loss_of_real_rows(self.strategy.experimental_local_results(results["loss"]),
+                                               masks, self.loss)
         self.host_call = None
         if "host_call" in results:
             fn, structure, _ = _flatten_fn_tensors("host_call", self.spec.host_call)
@@ -305,3 +308,14 @@ class ShardedStep:
             if self.mask is not None:
                 self.predictions = {k: tf.boolean_mask(v, self.mask) for k, v in self.predictions.items()}
         return self
+
+
+def _loss_of_real_rows(replica_losses, masks, mean):
+    """A step's eval loss with each shard weighted by its real rows, so that shards of padding (an input
+    that ended mid-step) do not pull the mean towards their loss on zeros; ``mean`` where they don't match."""
+    if len(replica_losses) != len(masks):
+        return mean
+    real = [tf.reduce_sum(tf.cast(m, tf.float32)) for m in masks]
+    total = tf.add_n(real)
+    weighted = tf.add_n([tf.cast(loss, tf.float32) * r for loss, r in zip(replica_losses, real)])
+    return tf.where(total > 0, weighted / tf.maximum(total, 1.0), mean)

@@ -293,6 +293,16 @@ class ShardedInput:
         return len(self.readers) == 1 and self._rows_whole
 
     @property
+    def one_element_per_step(self) -> bool:
+        """True when each step takes one element of the input for all its shards (split, sliced or
+        broadcast), so a step is all real or all padding whatever the input's length. In PER_HOST_V2 each
+        shard takes an element of its own: an input that ends mid-step leaves some shards real, some padding."""
+        mode = self.plan.input_mode
+        if mode in (IPC.PER_HOST_V1, IPC.SLICED, IPC.BROADCAST):
+            return True
+        return self.topology.replicas_per_host == 1 if mode == IPC.PER_HOST_V2 else len(self.readers) <= 1
+
+    @property
     def initializer(self):
         return tf.group(*[it.initializer for it in self.iterators])
 
