@@ -99,3 +99,31 @@ def test_plain_estimator_takes_an_input_fn_without_arguments_and_tpu_estimator_n
     with pytest.raises(ValueError, match="must take an argument named 'params'"):
         tpu_nb.TPUEstimator(_model_fn_for(use_tpu=False), model_dir=str(tmp_path / "tpu"), use_tpu=False,
                             train_batch_size=16).train(input_fn, steps=1)
+
+
+def test_a_model_fn_without_params_runs_as_tf_estimator_ran_it(tmp_path):
+    def model_fn(features, labels, mode):  # the three-argument form tf.estimator.Estimator accepted
+        logits = tf_keras.layers.Dense(5, name="logits")(features)
+        if mode == tpu_nb.ModeKeys.PREDICT:
+            return tpu_nb.EstimatorSpec(mode, predictions={"class_ids": tf.argmax(logits, 1)})
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        train_op = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss, tf.compat.v1.train.get_global_step())
+        return tpu_nb.EstimatorSpec(mode, loss=loss, train_op=train_op,
+                                    eval_metric_ops={"accuracy": tf.compat.v1.metrics.accuracy(labels, tf.argmax(logits, 1))})
+
+    def input_fn():
+        x, y = make_data(128)
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16, drop_remainder=True)
+
+    est = tpu_nb.Estimator(model_fn, model_dir=str(tmp_path))
+    est.train(input_fn, steps=20)
+    assert est.evaluate(lambda: input_fn().take(4))["global_step"] == 20
+    first = next(est.predict(lambda: input_fn().map(lambda x, y: x).take(1)))
+    assert first["class_ids"].shape == ()
+    # As the original: params given to a model_fn that cannot take them is a mistake, named.
+    with pytest.raises(ValueError, match="does not include params"):
+        tpu_nb.Estimator(model_fn, model_dir=str(tmp_path / "other"), params={"lr": 0.1})
+    # TPUEstimator passes the batch size in params, so it still needs them.
+    with pytest.raises(ValueError, match="params\\['batch_size'\\]"):
+        tpu_nb.TPUEstimator(model_fn, model_dir=str(tmp_path / "tpu"), use_tpu=False,
+                            train_batch_size=16).train(lambda params: input_fn(), steps=1)

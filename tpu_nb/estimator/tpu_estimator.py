@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import tempfile
@@ -13,7 +15,7 @@ from ..contract.config import RunConfig, check_estimator_config, check_positive_
 from ..run.export import check_export_api_version
 from ..run.interrupts import StopRequest
 from ..graph.model_calls import check_params
-from ..contract.signatures import check_model_fn
+from ..contract.signatures import check_model_fn, fn_args
 from ..reporting.tf_logs import quiet_tf_logs
 from ..contract.warm_start import as_settings
 
@@ -235,5 +237,23 @@ class Estimator(TPUEstimator):
     def __init__(self, model_fn: Optional[Callable] = None, model_dir: Optional[str] = None,
                  config: Optional[RunConfig] = None, params: Optional[Dict[str, Any]] = None,
                  warm_start_from=None):
+        if callable(model_fn) and params is None and "params" not in fn_args(model_fn):
+            model_fn = _ignoring_params(model_fn)  # tf.estimator.Estimator accepts model_fn(features, labels, mode)
         super().__init__(model_fn, model_dir=model_dir, config=config, params=params, use_tpu=False,
                          warm_start_from=warm_start_from, export_to_tpu=False)
+
+
+def _ignoring_params(model_fn: Callable) -> Callable:
+    """``model_fn`` as one that also takes ``params`` (and drops it): the plain Estimator's model_fn need not
+    take params, while the engine always offers them. Its other arguments, and their checks, stay as written."""
+    signature = inspect.signature(model_fn)
+    parameters = [p for p in signature.parameters.values()
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=None))
+
+    @functools.wraps(model_fn)
+    def call(*args, params=None, **kwargs):
+        return model_fn(*args, **kwargs)
+
+    call.__signature__ = signature.replace(parameters=parameters)
+    return call
