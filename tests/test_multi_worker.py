@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,22 +11,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from free_ports import free_ports
+
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py")
 pytestmark = pytest.mark.slow
 
 
-def _ports(n=2):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [str(s.getsockname()[1]) for s in sockets]
-    for s in sockets:
-        s.close()
-    return ",".join(ports)
-
-
 def _start(model_dir, steps, pause=0.0, ports=None):
-    ports = ports or _ports()
+    ports = ports or free_ports()
     return [subprocess.Popen([sys.executable, JOB, str(i), ports, str(model_dir), str(steps), str(pause)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
 

@@ -3,28 +3,19 @@ an evaluator task, a process of its own, evaluates and exports the chief's check
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from free_ports import free_ports
+
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_and_evaluate_job.py")
 pytestmark = pytest.mark.slow
 
 
-def _ports(n=2):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = ",".join(str(s.getsockname()[1]) for s in sockets)
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_the_evaluator_task_evaluates_the_chiefs_checkpoints_while_the_workers_train(tmp_path):
-    ports, max_steps = _ports(), 15
+    ports, max_steps = free_ports(), 15
     procs = {task: subprocess.Popen([sys.executable, JOB, task, ports, str(tmp_path), str(max_steps)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for task in ("evaluator", "worker:0", "worker:1")}
