@@ -15,6 +15,11 @@ wall time on a shared machine) and of its phases:
   optimises (Grappler), partitions and places the graph;
 * ``steps``: every later loop, and per step.
 
+A last line gives the floor of the per-step cost: one device's step at the per-shard batch, times the
+number of shards. Simulated shards compute each shard's batch apart, as the cores of a TPU do; on a CPU
+that arithmetic alone costs this much, whatever the engine does around it. The rest of the gap is what the
+engine adds: phases that grow with the graph (each shard traces model_fn and holds its own copy of the model).
+
     python benchmarks/shard_cost.py --models-dir ~/src/tpu/models [--nets resnet18,efficientnet-b0]
         [--image 64] [--batch 32] [--steps 30] [--iterations 10]
 """
@@ -167,16 +172,23 @@ def main():
     if not os.path.isdir(os.path.join(args.models_dir, "official")):
         parser.error(f"--models-dir {args.models_dir!r} has no official/ folder: pass the models/ folder of a "
                      "tensorflow/tpu checkout (git clone https://github.com/tensorflow/tpu).")
+    if args.batch % args.shards:
+        parser.error(f"--batch {args.batch} is not a multiple of --shards {args.shards}: each shard takes an "
+                     "equal part of the global batch.")
     print(f"TensorFlow {tf.__version__}; image {args.image}, global batch {args.batch}, {args.steps} steps, "
           f"iterations_per_loop {args.iterations}; CPU seconds of this process")
     for name in args.nets.split(","):
         network = NETS[name](args.models_dir)
         one = measure(network, 0, args)
         many = measure(network, args.shards, args)
+        per_shard = argparse.Namespace(**{**vars(args), "batch": args.batch // args.shards})
+        floor = measure(network, 0, per_shard)["per step"] * args.shards
         print(f"\n{name:16s} {'one device':>11s} {f'{args.shards} shards':>10s} {'ratio':>6s}")
         for phase in one:
             ratio = many[phase] / one[phase] if one[phase] > 0 else float("nan")
             print(f"  {phase:14s} {one[phase]:11.2f} {many[phase]:10.2f} {ratio:6.1f}x")
+        print(f"  floor of a step: one device at the per-shard batch {per_shard.batch}, x{args.shards}: "
+              f"{floor:.2f} s ({floor / one['per step']:.1f}x one device's step)")
 
 
 if __name__ == "__main__":
