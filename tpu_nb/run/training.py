@@ -21,6 +21,7 @@ import tensorflow as tf
 from ..inputs import const_lifting
 from ..reporting import events
 from ..inputs.host_infeed import feeding
+from .checkpoint_hook import CheckpointSaverHook
 from .interrupts import StopRequest, deferred_interrupts
 from .memory_guard import BuildMeter
 from .model_dir_lock import ModelDirLock
@@ -236,7 +237,7 @@ def _session_hooks(est, backend, built, request, save_dir, listener):
         # Both None: the original saved nothing; here only the first and final steps are saved
         # (TF's hook needs a period), so evaluate/predict/resume still have a checkpoint.
         save_steps = _NEVER
-    saver_hook = tf.compat.v1.train.CheckpointSaverHook(
+    saver_hook = CheckpointSaverHook(
         save_dir,
         save_secs=config.save_checkpoints_secs,
         save_steps=save_steps,
