@@ -3,8 +3,6 @@
 import json
 
 import pytest
-import tensorflow as tf
-from tensorflow.core.protobuf import rewriter_config_pb2
 
 import tpu_nb
 from model_zoo import model_fn
@@ -89,26 +87,3 @@ def test_a_tpu_address_is_resolved_into_the_tpu_backend(tmp_path, monkeypatch):
         assert backend.topology.host_device(1) == "/job:worker/replica:0/task:1/device:CPU:0"
         setup = backend.session(None)
         assert setup.target == "grpc://10.0.0.2:8470" and setup.config.isolate_session_state
-
-
-def test_simulated_shards_run_only_the_remapper_unless_the_session_config_sets_the_rewrites(tmp_path):
-    backend = select_backend(_estimator(tmp_path, tpu_nb.SimulatedTPU(num_cores=2)), "train")
-    config = backend.session(None).config
-    rewrites = config.graph_options.rewrite_options
-    assert rewrites.constant_folding == rewrites.layout_optimizer == rewriter_config_pb2.RewriterConfig.OFF
-    assert rewrites.remapping != rewriter_config_pb2.RewriterConfig.OFF and not rewrites.disable_meta_optimizer
-    assert config.device_count["CPU"] == 2 and config.allow_soft_placement
-
-    # A user's other settings survive; a user who configured Grappler keeps exactly that.
-    mine = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1)
-    config = backend.session(mine).config
-    assert config.intra_op_parallelism_threads == 1
-    assert config.graph_options.rewrite_options.layout_optimizer == rewriter_config_pb2.RewriterConfig.OFF
-    mine.graph_options.rewrite_options.arithmetic_optimization = rewriter_config_pb2.RewriterConfig.AGGRESSIVE
-    config = backend.session(mine).config
-    assert config.graph_options.rewrite_options == mine.graph_options.rewrite_options
-    assert not mine.graph_options.rewrite_options.constant_folding  # the user's proto is not changed
-
-    # One device keeps TensorFlow's defaults, as tf.estimator ran.
-    one = select_backend(_estimator(tmp_path, use_tpu=False), "train").session(None).config
-    assert one is None or not one.graph_options.HasField("rewrite_options")
