@@ -15,10 +15,11 @@ wall time on a shared machine) and of its phases:
   optimises (Grappler), partitions and places the graph;
 * ``steps``: every later loop, and per step.
 
-A last line gives the floor of the per-step cost: one device's step at the per-shard batch, times the
-number of shards. Simulated shards compute each shard's batch apart, as the cores of a TPU do; on a CPU
-that arithmetic alone costs this much, whatever the engine does around it. The rest of the gap is what the
-engine adds: phases that grow with the graph (each shard traces model_fn and holds its own copy of the model).
+A last line gives a reference for a step: one device's step at the per-shard batch, times the number of
+shards, which is what the shards' arithmetic costs done one shard after another. Simulated shards compute
+each shard's batch apart, as the cores of a TPU do, so a step costs about this much whatever the engine
+does around it. The rest of the gap is what grows with the graph: each shard traces model_fn and holds its
+own copy of the model.
 
     python benchmarks/shard_cost.py --models-dir ~/src/tpu/models [--nets resnet18,efficientnet-b0]
         [--image 64] [--batch 32] [--steps 30] [--iterations 10]
@@ -182,13 +183,13 @@ def main():
         one = measure(network, 0, args)
         many = measure(network, args.shards, args)
         per_shard = argparse.Namespace(**{**vars(args), "batch": args.batch // args.shards})
-        floor = measure(network, 0, per_shard)["per step"] * args.shards
+        reference = measure(network, 0, per_shard)["per step"] * args.shards
         print(f"\n{name:16s} {'one device':>11s} {f'{args.shards} shards':>10s} {'ratio':>6s}")
         for phase in one:
             ratio = many[phase] / one[phase] if one[phase] > 0 else float("nan")
             print(f"  {phase:14s} {one[phase]:11.2f} {many[phase]:10.2f} {ratio:6.1f}x")
-        print(f"  floor of a step: one device at the per-shard batch {per_shard.batch}, x{args.shards}: "
-              f"{floor:.2f} s ({floor / one['per step']:.1f}x one device's step)")
+        print(f"  reference step: one device at the per-shard batch {per_shard.batch}, x{args.shards}: "
+              f"{reference:.2f} s ({reference / one['per step']:.1f}x one device's step)")
 
 
 if __name__ == "__main__":
