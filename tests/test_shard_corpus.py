@@ -325,6 +325,27 @@ def test_each_replica_sees_only_its_own_collection_entries_and_the_engine_sees_a
     assert seen == [(1, 1, 2, True)] * 4
 
 
+@pytest.mark.parametrize("shards", [0, 2])
+def test_model_fn_runs_as_written_not_through_autograph(tmp_path, shards):
+    # A Python `if` on a tensor is a graph-mode error when model_fn is called as written, as TPUEstimator
+    # called it on a TPU and on a CPU. On shards it once became a tf.cond, silently: the strategy that runs
+    # the replicas converted model_fn with AutoGraph.
+    def model_fn(features, labels, mode, params):
+        logits = _dense(_flat(features), 3, "out")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        if loss > 0:
+            loss = loss * 2.0
+        return _spec(mode, logits, labels, loss, _train_op(loss))
+
+    config = dict(model_dir=str(tmp_path))
+    if shards:
+        config["cluster"] = tpu_nb.SimulatedTPU(num_cores=shards, num_hosts=1)
+    est = tpu_nb.TPUEstimator(model_fn, config=tpu_nb.RunConfig(**config), use_tpu=bool(shards),
+                              train_batch_size=BATCH)
+    with pytest.raises(TypeError, match="as a Python `bool`"):
+        est.train(train_input_fn, steps=1)
+
+
 def test_dropout_trains_on_shards_and_one_checkpoint_predicts_the_same_everywhere(tmp_path):
     # Dropout draws other masks per shard (as each TPU core does), so trained weights cannot match one
     # device's; what must hold: training runs, and one checkpoint gives the same predictions on any backend.

@@ -199,6 +199,17 @@ def _flatten_fn_tensors(field, value):
     return fn, tensors, flat
 
 
+def as_written(fn):
+    """``fn`` marked so that a strategy calls it as written rather than through AutoGraph.
+
+    Graph-mode ``call_for_each_replica`` converts its function with AutoGraph unless told not to, and the
+    conversion reaches model_fn and everything it calls. A Python ``if`` on a tensor became a ``tf.cond``,
+    where one device, and a TPU (TPUEstimator called model_fn as written), raise a TypeError. And converting
+    the network's code again for each replica took seconds of a ResNet's build.
+    """
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _replica_index():
     """This replica's index among the local replicas (the strategy runs each in a thread of its own)."""
     index = getattr(threading.current_thread(), "replica_id", None)
@@ -277,7 +288,7 @@ class ShardedStep:
             return outputs
 
         with sharded_scope(self.strategy), collections_per_replica() as views:
-            results = self.strategy.extended.call_for_each_replica(replica_fn, args=(features, labels))
+            results = self.strategy.extended.call_for_each_replica(as_written(replica_fn), args=(features, labels))
         self.spec = _scaffold_fn_in_cross_replica_context(captured["spec"], self.strategy)
         broadcast = self.plan.input_mode == IPC.BROADCAST
         self.loss = None
