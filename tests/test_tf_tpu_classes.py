@@ -69,6 +69,43 @@ def test_tf_optimizer_with_sum_reduction_sums_the_shards_mean_gradients(tmp_path
     np.testing.assert_allclose(eight, 8.0 * one, rtol=1e-4, atol=1e-6)
 
 
+def _gradients_model_fn(how, lr=0.5):
+    """model_fn computing its gradients itself, then applying them (BERT's pattern, and a Keras optimizer's)."""
+
+    def model_fn(features, labels, mode, params):
+        logits = tf_keras.layers.Dense(2, name="dense", kernel_initializer="zeros")(features)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        tvars = tf.compat.v1.trainable_variables()
+        grads = tf.gradients(loss, tvars)
+        step = tf.compat.v1.train.get_global_step()
+        if how == "keras optimizer":
+            update = tf_keras.optimizers.legacy.SGD(lr).apply_gradients(zip(grads, tvars))
+            train_op = tf.group(update, step.assign_add(1))
+        else:
+            optimizer = tf.compat.v1.train.GradientDescentOptimizer(lr)
+            if how == "tf CrossShardOptimizer":
+                optimizer = tf.compat.v1.tpu.CrossShardOptimizer(optimizer)
+            elif how == "tpu_nb CrossShardOptimizer":
+                optimizer = tpu_nb.CrossShardOptimizer(optimizer)
+            train_op = optimizer.apply_gradients(zip(grads, tvars), global_step=step)
+        return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    return model_fn
+
+
+@pytest.mark.parametrize("how, times", [("tf CrossShardOptimizer", 8), ("tpu_nb CrossShardOptimizer", 8),
+                                        ("plain optimizer", 1), ("keras optimizer", 1)])
+def test_gradients_model_fn_computes_itself_give_the_tpu_update(tmp_path, how, times):
+    # BERT's pattern: tf.gradients of each shard's own loss, then CrossShardOptimizer.apply_gradients, which
+    # sums them over the shards. On a TPU the first step is then the sum of the 8 shards' mean gradients:
+    # 8 times one device's step on the same global batch (tf.gradients never scales the loss). Without a
+    # cross-shard sum the step is one device's. Both once came out 8 times too large on shards.
+    one = _kernel_after(tmp_path, _gradients_model_fn(how), None, name="one")
+    eight = _kernel_after(tmp_path, _gradients_model_fn(how), 8, name="eight")
+    assert np.abs(one).max() > 1e-3  # it trained
+    np.testing.assert_allclose(eight, times * one, rtol=1e-4, atol=1e-6)
+
+
 def test_tf_optimizer_trains_the_same_over_several_loops(tmp_path):
     one = _kernel_after(tmp_path, _model_fn("tf"), None, steps=7, name="one")
     four = _kernel_after(tmp_path, _model_fn("tf"), 4, steps=7, name="four")
@@ -91,19 +128,25 @@ def test_no_shard_context_warning_reaches_the_user(tmp_path, caplog):
     assert "tpu_shard_context" not in caplog.text
 
 
-def test_cross_replica_sum_in_model_fn_sums_over_shards_with_the_tpu_gradient(tmp_path):
+@pytest.mark.parametrize("differentiate", ["tf.gradients", "GradientTape"])
+def test_cross_replica_sum_in_model_fn_sums_over_shards_with_the_tpu_gradient(tmp_path, differentiate):
     # Each shard scales its loss by the global sum of a per-shard quantity. The forward value is the same on
     # every shard (the sum), and the gradient of cross_replica_sum is the cross-replica sum of the incoming
-    # gradients, as TPU's op defines it.
+    # gradients, as TPU's op defines it, whether the graph's gradients or a tape's compute it.
     seen = []
 
     def model_fn(features, labels, mode, params):
         w = tf.compat.v1.get_variable("w", [], initializer=tf.compat.v1.ones_initializer())
-        per_shard = tf.reshape(w * tf.cast(params["batch_size"], tf.float32), [1])
-        total = tf.compat.v1.tpu.cross_replica_sum(per_shard)
-        loss = total[0]
-        train_op = tf.compat.v1.train.GradientDescentOptimizer(0.01).minimize(
-            loss, global_step=tf.compat.v1.train.get_global_step())
+        with tf.GradientTape() as tape:
+            per_shard = tf.reshape(w * tf.cast(params["batch_size"], tf.float32), [1])
+            total = tf.compat.v1.tpu.cross_replica_sum(per_shard)
+            loss = total[0]
+        optimizer = tf.compat.v1.train.GradientDescentOptimizer(0.01)
+        step = tf.compat.v1.train.get_global_step()
+        if differentiate == "GradientTape":
+            train_op = optimizer.apply_gradients(zip(tape.gradient(loss, [w]), [w]), global_step=step)
+        else:
+            train_op = optimizer.minimize(loss, global_step=step)
         host_fn = lambda t: [tf.compat.v1.py_func(lambda v: seen.append(v.tolist()) or 0, [t], tf.int64)]  # noqa: E731
         return tpu_nb.TPUEstimatorSpec(mode, loss=loss, train_op=train_op, host_call=(host_fn, [total]))
 

@@ -10,6 +10,7 @@ none (one device: a pass-through), a ``tf.distribute`` replica context
 from __future__ import annotations
 
 import tensorflow as tf
+from tensorflow.python.tpu.ops import tpu_ops as _tpu_ops
 
 from ..graph.tf_tpu_ops import in_tpu_computation
 
@@ -56,26 +57,22 @@ class CrossShardOptimizer(tf.compat.v1.train.Optimizer):
                                                     group_assignment=self._group_assignment)
 
     def compute_gradients(self, loss, var_list=None, **kwargs):
-        n, _ = self._num_replicas()
-        if n > 1 and not in_tpu_computation():
-            # The distribute runtime sums replica gradients. A strategy set up the Estimator way
-            # (tpu_nb's) already makes the wrapped v1 optimizer scale the loss by 1/n (a mean).
-            prescaled = getattr(tf.distribute.get_strategy(), "_scale_loss_for_estimator", False)
-            if self._reduction == "mean" and not prescaled:
-                loss = loss * (1.0 / n)
-            elif self._reduction == "sum" and prescaled:
-                loss = loss * float(n)
         if in_tpu_computation():
-            tpu_opt = self._tf_tpu_optimizer()
-            return tpu_opt.compute_gradients(loss, var_list=var_list, **kwargs)
+            return self._tf_tpu_optimizer().compute_gradients(loss, var_list=var_list, **kwargs)
+        n, _ = self._num_replicas()
+        if n > 1 and self._reduction == "mean":
+            loss = loss * (1.0 / n)  # as TensorFlow's class: apply_gradients sums, so the sum is a mean
         return self._opt.compute_gradients(loss, var_list=var_list, **kwargs)
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
         if in_tpu_computation():
             tpu_opt = self._tf_tpu_optimizer()
             return tpu_opt.apply_gradients(grads_and_vars, global_step=global_step, name=name)
-        # Under a tf.distribute strategy the v1 optimizer already sums replica
-        # gradients in apply_gradients; compute_gradients scaled the loss for a mean.
+        n, _ = self._num_replicas()
+        if n > 1:
+            # Every replica then holds the sum, as every TPU core does after TensorFlow's class; the
+            # strategy's optimizer applies the replicas' mean of it, which is that sum.
+            grads_and_vars = [(None if g is None else _tpu_ops.cross_replica_sum(g), v) for g, v in grads_and_vars]
         return self._opt.apply_gradients(grads_and_vars, global_step=global_step, name=name)
 
     def get_slot(self, *args, **kwargs):

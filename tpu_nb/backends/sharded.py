@@ -1,10 +1,10 @@
 """Building one step of a model over N shards with TensorFlow's distribution runtime.
 
 Graph-mode ``MirroredStrategy`` over the topology's devices replicates the
-variables and, for v1 optimizers, sums replica gradients. The strategy is
-told to scale losses the way Estimator did (``_scale_loss_for_estimator``),
-so a v1 optimizer applies the mean gradient over shards: N=1 and N=8 shards
-with the same global batch produce the same weights. Per-replica tensors for
+variables. model_fn sees the gradients a TPU core sees (no loss scaling), and
+optimizers apply the mean of the replicas' gradients (``replica_updates``):
+N=1 and N=8 shards with the same global batch produce the same weights, and
+gradients summed with ``cross_replica_sum`` give the TPU's update. Per-replica tensors for
 ``host_call`` / ``eval_metrics`` / predictions are gathered in replica order
 and concatenated along dimension 0, as the TPU outfeed does.
 """
@@ -22,6 +22,7 @@ from ..contract.config import InputPipelineConfig as IPC
 from .host_calls import taken_before_updates
 from ..graph.model_calls import call_model_fn
 from .replica_collections import collections_per_replica, regularizers_on_every_replica
+from .replica_updates import apply_means_of_replica_gradients
 from ..contract.spec import EstimatorSpec, flat_tensors, repacked
 
 
@@ -141,15 +142,15 @@ def install_mirrored_load():
 
 
 def make_mirrored_strategy(devices):
-    """A graph-mode MirroredStrategy over ``devices`` that averages v1-optimizer gradients as Estimator did."""
+    """A graph-mode MirroredStrategy over ``devices`` whose optimizers apply the mean of the replicas' gradients."""
     install_mirrored_load()
     strategy = tf.compat.v1.distribute.MirroredStrategy(
         devices=list(devices),
         cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0]),
     )
-    # Estimator's own switch: v1 optimizers scale the loss by 1/num_replicas (a mean over shards).
-    strategy._scale_loss_for_estimator = True  # noqa: SLF001
-    return strategy
+    # Not Estimator's switch (_scale_loss_for_estimator): model_fn sees a TPU core's gradients, and the
+    # optimizers apply their mean over shards.
+    return apply_means_of_replica_gradients(strategy)
 
 
 def per_replica(values):

@@ -13,6 +13,8 @@ import logging
 
 import tensorflow as tf
 
+from .replica_updates import apply_means_of_replica_gradients
+
 _log = logging.getLogger("tpu_nb")
 _servers = {}
 
@@ -24,8 +26,7 @@ class WorkerLostError(RuntimeError):
 def make_strategy():
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     strategy = tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-    strategy._scale_loss_for_estimator = True  # noqa: SLF001 - mean gradients, as on one device
-    return strategy
+    return apply_means_of_replica_gradients(strategy)  # a TPU core's gradients, their mean applied
 
 
 def session_target_and_config(topology, strategy, user_config=None):
