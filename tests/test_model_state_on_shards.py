@@ -183,6 +183,46 @@ def test_scaffold_from_scaffold_fn_is_the_one_finalized_and_its_ready_op_honoure
     assert scaffolds and scaffolds[-1].ready_op is not None and scaffolds[-1].saver is not None
 
 
+@pytest.mark.parametrize("shards", [None, 4])
+def test_an_uninitialised_variable_is_named_and_each_is_checked_once(tmp_path, shards):
+    # A scaffold whose init_op skips a variable: the session's ready check refuses to train and names the
+    # variable as model_fn called it, on shards as on one device. There it checks each mirrored variable
+    # once, not once per shard.
+    def model_fn(features, labels, mode, params):
+        spec = _ema_model_fn(restore_ema_for_eval=False)(features, labels, mode, params)
+        skip = [v for v in tf.compat.v1.global_variables() if v.op.name != "dense/kernel"]
+        return dataclasses.replace(spec, scaffold_fn=lambda: tf.compat.v1.train.Scaffold(
+            init_op=tf.compat.v1.variables_initializer(skip)))
+
+    est = _estimator(tmp_path, "u", shards, model_fn)
+    with pytest.raises(RuntimeError, match="dense/kernel") as raised:
+        est.train(_train_input_fn, steps=1)
+    assert "replica_" not in str(raised.value)
+
+
+def test_ready_checks_on_shards_check_each_mirrored_variable_once():
+    from tpu_nb.backends.sharded import make_mirrored_strategy, sharded_scope
+    from tpu_nb.graph.walk import upstream_ops
+    from tpu_nb.run.scaffolds import compact_ready_ops
+
+    graph = tf.Graph()
+    with graph.as_default():
+        strategy = make_mirrored_strategy([f"/device:CPU:{i}" for i in range(4)])
+        with sharded_scope(strategy):
+            for name in ("a", "b", "c"):
+                tf.compat.v1.get_variable(name, [2], initializer=tf.compat.v1.zeros_initializer())
+        ready, ready_for_local_init = compact_ready_ops()
+        init = tf.compat.v1.global_variables_initializer()
+    for check in (ready, ready_for_local_init):
+        checked = [op for op in upstream_ops(check) if op.type == "VarIsInitializedOp"]
+        assert len(checked) == 3  # the defaults check all 12 copies
+    config = tf.compat.v1.ConfigProto(device_count={"CPU": 4})
+    with tf.compat.v1.Session(graph=graph, config=config) as sess:
+        assert sorted(sess.run(ready).tolist()) == [b"a", b"b", b"c"]
+        sess.run(init)
+        assert sess.run(ready).tolist() == [] and sess.run(ready_for_local_init).tolist() == []
+
+
 _KERAS_OP_LAYER_PROGRAM = """
 import os, sys, tempfile
 import numpy as np

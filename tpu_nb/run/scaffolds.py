@@ -57,6 +57,35 @@ def _default_local_initializers_outside(touched: set) -> list:
     return [tf.compat.v1.variables_initializer(variables), *tables, *resources]
 
 
+def _one_copy_each(variables) -> list:
+    # A distributed variable's copies are initialised by one initializer op and restored by one saveable,
+    # so its first replica's copy stands for all of them (and reports the variable's own name).
+    return [getattr(v, "_primary", v) for v in variables]
+
+
+def compact_ready_ops():
+    """(ready_op, ready_for_local_init_op) as Scaffold's defaults, checking each variable once, or
+    (None, None) to keep the defaults: no variable is distributed, or the graph's collections hold some.
+
+    On N shards the defaults check all N copies of every variable: about 4,000 ops for ResNet-18 on 8
+    shards in each of two checks, each optimised and run once per session.
+    """
+    from tensorflow.python.ops import resources
+
+    keys = tf.compat.v1.GraphKeys
+    global_vars = tf.compat.v1.global_variables()
+    all_vars = global_vars + tf.compat.v1.local_variables()
+    if not any(hasattr(v, "_primary") for v in all_vars) or \
+            tf.compat.v1.get_collection(keys.READY_OP) or tf.compat.v1.get_collection(keys.READY_FOR_LOCAL_INIT_OP):
+        return None, None
+    ready = tf.concat([tf.compat.v1.report_uninitialized_variables(_one_copy_each(all_vars)),
+                       resources.report_uninitialized_resources()], 0)
+    ready_for_local_init = tf.concat([
+        tf.compat.v1.report_uninitialized_variables(_one_copy_each(global_vars)),
+        resources.report_uninitialized_resources(resources.shared_resources())], 0)
+    return ready, ready_for_local_init
+
+
 def _is_finalized(scaffold) -> bool:
     # finalize() fills in every op it defaults; a fresh Scaffold has them None.
     return scaffold.ready_for_local_init_op is not None and scaffold.saver is not None and \
@@ -78,17 +107,23 @@ def merge_scaffold(user, extra_local_init=(), saver=None):
         user._local_init_op = local_init_op(extra_local_init, user.local_init_op)  # noqa: SLF001
         if user.saver is None:
             user._saver = saver  # noqa: SLF001
+        if user.ready_op is None and user.ready_for_local_init_op is None:
+            user._ready_op, user._ready_for_local_init_op = compact_ready_ops()  # noqa: SLF001
         return user
     init_fn = None
     if user is not None and user._init_fn is not None:  # noqa: SLF001 - already bound to the user's scaffold
         bound = user._init_fn  # noqa: SLF001
         init_fn = lambda _scaffold, sess: bound(sess)  # noqa: E731
+    ready_op = user.ready_op if user is not None else None
+    ready_for_local_init_op = user.ready_for_local_init_op if user is not None else None
+    if ready_op is None and ready_for_local_init_op is None:
+        ready_op, ready_for_local_init_op = compact_ready_ops()
     return tf.compat.v1.train.Scaffold(
         init_op=user.init_op if user is not None else None,
         init_feed_dict=user.init_feed_dict if user is not None else None,
         init_fn=init_fn,
-        ready_op=user.ready_op if user is not None else None,
-        ready_for_local_init_op=user.ready_for_local_init_op if user is not None else None,
+        ready_op=ready_op,
+        ready_for_local_init_op=ready_for_local_init_op,
         local_init_op=local_init_op(extra_local_init, user.local_init_op if user is not None else None),
         summary_op=user.summary_op if user is not None else None,
         saver=saver,
