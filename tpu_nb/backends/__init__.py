@@ -11,7 +11,8 @@
 ``select_backend`` is the one place that reads the RunConfig to choose.
 
 Also here, because only backends use them: ``sharded`` (one step built per replica under a
-MirroredStrategy) and ``replica_collections``, ``cross_shard`` (CrossShardOptimizer), ``host_calls``
+MirroredStrategy) and ``replica_collections``, ``replica_updates`` (optimizers apply the mean of the
+replicas' own gradients), ``cross_shard`` (CrossShardOptimizer), ``host_calls``
 and ``eval_step``, ``topology`` and ``tpu_connection`` (what a run is placed on), ``worker_runtime``
 (TensorFlow's servers for several workers) and ``xla_check`` (what would not compile for a TPU).
 
