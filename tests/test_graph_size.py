@@ -51,6 +51,29 @@ def test_shared_gate_keeps_every_dependency_and_cuts_edges():
             assert session.run(total) == pytest.approx(12.0 + sum(range(20)))
 
 
+def test_ops_that_add_their_own_inputs_to_a_shared_set_share_a_gate_over_it():
+    # The gradients' tuple/group_deps made under control_dependencies(update_ops): each groups its own two
+    # ops, so no two have the same control inputs, but all have the updates; those go behind one gate.
+    graph = tf.Graph()
+    with graph.as_default():
+        counters = [tf.compat.v1.get_variable(f"c{i}", initializer=0.0, use_resource=True) for i in range(6)]
+        marks = [tf.compat.v1.get_variable(f"m{i}", initializer=0.0, use_resource=True) for i in range(5)]
+        updates = [c.assign_add(1.0) for c in counters]
+        with tf.control_dependencies(updates):
+            groups = [tf.group(m.assign_add(1.0), m.assign_add(2.0)) for m in marks]
+        assert all(len(g.control_inputs) == 8 for g in groups)
+        assert share_control_inputs(graph) > 0
+        gates = {x for g in groups for x in g.control_inputs if x.type == "NoOp"}
+        assert len(gates) == 1
+        assert {x.name for x in next(iter(gates)).control_inputs} == {u.name for u in updates}
+        assert all(len(g.control_inputs) == 3 for g in groups)  # the gate and its own two
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(groups)
+            assert session.run([c.read_value() for c in counters]) == pytest.approx([1.0] * 6)
+            assert session.run([m.read_value() for m in marks]) == pytest.approx([3.0] * 5)
+
+
 def test_a_set_that_only_one_op_has_is_left_alone():
     graph = tf.Graph()
     with graph.as_default():

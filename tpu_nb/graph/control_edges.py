@@ -16,16 +16,26 @@ import tensorflow as tf
 
 #: Below this many control inputs an op keeps its own edges: a gate would save almost nothing.
 MIN_SHARED = 4
+#: A control input of fewer ops than this is an op's own: a ``tf.group``'s member is also a control input
+#: of the read that ``assign_add`` returns, so two holders do not make an input part of a shared set.
+MIN_HOLDERS = 3
 
 
 def share_control_inputs(graph, min_inputs=MIN_SHARED):
-    """Give every op of ``graph`` with ``min_inputs`` or more control inputs one shared gate instead.
+    """Give the ops of ``graph`` that share ``min_inputs`` or more control inputs one gate over them.
+
+    An op's control inputs that at least ``MIN_HOLDERS`` such ops have are its shared part; the rest (a
+    ``tf.group``'s own members, say) are its own. Ops whose shared parts are the same set wait for one gate over that
+    set instead, and keep their own inputs: the gradients' ``tuple/group_deps`` made under
+    ``control_dependencies(update_ops)`` each add their own two inputs to the same BatchNorm updates, so
+    whole sets are almost never equal (5,305 distinct sets among EfficientNet-B0's 5,777 such ops on 8
+    shards) while their shared parts are (18).
 
     Call it where ``graph`` is the default graph and its current control-flow context is the one the
     ops were built in (the body of a loop, for example): the gates are built there. Ops whose control
     inputs or own context differ from that context keep their edges (v1 control flow forbids such
-    edges into a gate), and so does a set only one op has. Returns the number of control edges removed
-    (net of the gates' own).
+    edges into a gate), and so does a shared part only one op has. Returns the number of control edges
+    removed (net of the gates' own).
 
     Example::
 
@@ -34,30 +44,42 @@ def share_control_inputs(graph, min_inputs=MIN_SHARED):
     """
     context = graph._get_control_flow_context()  # noqa: SLF001
     candidates = []
-    uses = {}
+    holders = {}  # control input name -> how many candidates have it
     for op in graph.get_operations():  # a snapshot: the gates built below are not visited
         inputs = op.control_inputs
         if len(inputs) < min_inputs:
             continue
         if _context(op) is not context or any(_context(x) is not context for x in inputs):
             continue
-        key = (op.type == "Const", frozenset(x.name for x in inputs))
-        candidates.append((op, inputs, key))
-        uses[key] = uses.get(key, 0) + 1
+        candidates.append((op, inputs))
+        for x in inputs:
+            holders[x.name] = holders.get(x.name, 0) + 1
+    parts = []
+    uses = {}
+    for op, inputs in candidates:
+        shared = [x for x in inputs if holders[x.name] >= MIN_HOLDERS]
+        own = [x for x in inputs if holders[x.name] < MIN_HOLDERS]
+        # Constants get gates of their own: constant folding once could not order a gate that constants
+        # and other ops shared.
+        key = (op.type == "Const", frozenset(x.name for x in shared))
+        parts.append((op, shared, own, key))
+        if len(shared) >= min_inputs:
+            uses[key] = uses.get(key, 0) + 1
     gates = {}
     removed = 0
-    for op, inputs, key in candidates:
-        if uses[key] < 2:
-            continue  # a gate for one op (a tf.group, say) would only add a node
+    for op, shared, own, key in parts:
+        if uses.get(key, 0) < 2:
+            continue  # a gate for one op would only add a node
         gate = gates.get(key)
         if gate is None:
-            gate = gate_over(graph, context, sorted(inputs, key=lambda x: x.name), "shared_control_inputs")
+            gate = gate_over(graph, context, sorted(shared, key=lambda x: x.name), "shared_control_inputs")
             gates[key] = gate
-            removed -= len(inputs)
+            removed -= len(shared)
         op._remove_all_control_inputs()  # noqa: SLF001
-        op._add_control_input(gate)  # noqa: SLF001
-        removed += len(inputs) - 1
+        op._add_control_inputs([gate, *own])  # noqa: SLF001
+        removed += len(shared) - 1
     return removed
+
 
 def gate_over(graph, context, ops, name):
     """One NoOp in ``context`` that waits for exactly ``ops``.
