@@ -6,8 +6,8 @@ tpu_nb's shards share mirrored variables instead, and TensorFlow's optimizers *s
 when they apply them. Estimator made that sum a mean by scaling the loss by 1/N inside the v1 optimizer's
 ``compute_gradients``. That scaling missed every gradient a model_fn computes itself: BERT's
 ``tf.gradients`` + ``CrossShardOptimizer.apply_gradients``, a GradientTape, a Keras optimizer. Their
-updates came out N times a TPU's (N squared with the CrossShardOptimizer). And where it did apply, a model_fn
-clipping its gradients clipped 1/N of what a TPU core clips.
+updates came out N times a TPU's (with the CrossShardOptimizer, N squared times one device's). And where it
+did apply, a model_fn clipping its gradients clipped 1/N of what a TPU core clips.
 
 So the loss is never scaled here: model_fn sees the gradients a TPU core sees. Instead ``apply_gradients``,
 called in a replica, scales each gradient by 1/N before the optimizer sums them: a mean. Where the replicas
@@ -30,7 +30,7 @@ import tensorflow as tf
 
 _MARK = "_tpu_nb_applies_mean_of_replicas"
 _installed = threading.Lock()
-_patched = []
+_patched = []  # (class, its own apply_gradients) for each class patched: empty until the first strategy
 _inside = threading.local()  # an apply_gradients already scaled in this (replica) thread
 
 
@@ -75,7 +75,6 @@ def _averaging(apply_gradients, aggregates=lambda kwargs: True):
         finally:
             _inside.active = False
 
-    wrapper.__wrapped_by_tpu_nb__ = True
     return wrapper
 
 
