@@ -29,8 +29,8 @@ import threading
 import tensorflow as tf
 
 _MARK = "_tpu_nb_applies_mean_of_replicas"
-_installed = threading.Lock()
-_patched = []  # (class, its own apply_gradients) for each class patched: empty until the first strategy
+_installing = threading.Lock()
+_installed = False
 _inside = threading.local()  # an apply_gradients already scaled in this (replica) thread
 
 
@@ -79,16 +79,16 @@ def _averaging(apply_gradients, aggregates=lambda kwargs: True):
 
 
 def _install():
-    with _installed:
-        if _patched:
+    global _installed
+    with _installing:
+        if _installed:
             return
+        _installed = True
         v1 = tf.compat.v1.train.Optimizer
-        _patched.append((v1, v1.apply_gradients))
         v1.apply_gradients = _averaging(v1.apply_gradients)
         try:  # tf_keras's optimizers (OptimizerV2) aggregate unless told not to
             from tf_keras.src.optimizers.legacy.optimizer_v2 import OptimizerV2
         except ImportError:  # pragma: no cover - tf_keras not installed, or moved
             return
-        _patched.append((OptimizerV2, OptimizerV2.apply_gradients))
         OptimizerV2.apply_gradients = _averaging(
             OptimizerV2.apply_gradients, lambda kwargs: kwargs.get("experimental_aggregate_gradients", True))

@@ -15,8 +15,8 @@ class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
     When the session starts, TensorFlow's hook writes graph.pbtxt through protobuf's pure-Python text
     formatter and serialises the graph once for it and once more for the meta graph. Both grow with the
     graph, which N simulated shards multiply by N: for EfficientNet-B0 on 8 shards that start took 33.5
-    of a 214-CPU-second, 10-step run, 12 of them for graph.pbtxt alone (21.8 with this hook). Here one GraphDef serves both, and graph.pbtxt
-    comes from protobuf's native text encoder. The file parses into the same GraphDef (map entries may be
+    of a 214-CPU-second, 10-step run, 12 of them for graph.pbtxt alone (21.8 with this hook). Here one
+    GraphDef serves both, and graph.pbtxt comes from protobuf's native text encoder. The file parses into the same GraphDef (map entries may be
     listed in another order, floats in their shortest exact form). Everything else (the events file's
     graph and meta graph, the first checkpoint, listeners) is TensorFlow's own.
 
