@@ -12,6 +12,7 @@ import tensorflow as tf
 from ..contract.modes import ModeKeys
 from ..contract.signatures import check_input_fn, check_model_fn, describe
 from ..contract.spec import EstimatorSpec, TPUEstimatorSpec
+from .eager_checks import fast_eager_checks
 from .tf_tpu_ops import tpu_ops_off_tpu
 
 _RESERVED_PARAMS = ("batch_size", "context")
@@ -158,7 +159,7 @@ def call_model_fn(model_fn, features, labels, mode, config, params, batch_size: 
         kwargs["params"] = p
     shards = getattr(context, "num_replicas", 1) if context is not None else 1
     seeds = _same_op_seeds_on_every_backend() if first_replica else contextlib.nullcontext()
-    with refuse_keras3(), tpu_ops_off_tpu(shards), seeds, _keras_op_layers_keep_constants():
+    with refuse_keras3(), tpu_ops_off_tpu(shards), seeds, _keras_op_layers_keep_constants(), fast_eager_checks():
         spec = model_fn(**kwargs)
     if isinstance(spec, TPUEstimatorSpec):
         pass

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ..graph.eager_checks import fast_eager_checks
 from ..inputs import const_lifting
 from ..reporting import events
 from .memory_guard import BuildMeter
@@ -100,7 +101,8 @@ def run_evaluate(est, input_fn, steps=None, hooks=None, checkpoint_path=None, na
     with graph.as_default():
         if est.config.tf_random_seed is not None:
             tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-        built = backend.build_eval(est, input_fn, steps, est.config.tpu_config.parsed_iterations_per_loop)
+        with fast_eager_checks():
+            built = backend.build_eval(est, input_fn, steps, est.config.tpu_config.parsed_iterations_per_loop)
         (loss_mean, _), metrics = built.loss, built.metrics
         session = backend.session(est.config.session_config)
         final_ops = {"loss": loss_mean, "global_step": built.global_step.read_value()}

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from ..graph.eager_checks import fast_eager_checks
 from ..inputs import const_lifting
 from .evaluation import resolve_checkpoint
 from .memory_guard import BuildMeter
@@ -63,7 +64,8 @@ def run_predict(est, input_fn, predict_keys=None, hooks=None, checkpoint_path=No
         with quiet_tf_logs():
             if est.config.tf_random_seed is not None:
                 tf.compat.v1.set_random_seed(est.config.tf_random_seed)
-            built = backend.build_predict(est, input_fn, lambda predictions: _select(predictions, predict_keys))
+            with fast_eager_checks():
+                built = backend.build_predict(est, input_fn, lambda predictions: _select(predictions, predict_keys))
             meter.check(f"predicting on {backend.description}", backend.topology.num_replicas)
             setup = backend.session(est.config.session_config)
         backend.startup()  # a TPU system's initialisation; nothing elsewhere

@@ -18,6 +18,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from ..graph.eager_checks import fast_eager_checks
 from ..inputs import const_lifting
 from ..reporting import events
 from ..inputs.host_infeed import feeding
@@ -224,7 +225,8 @@ def _claim_model_dir(backend, model_dir):
 def _build(est, input_fn, backend) -> _TrainGraph:
     """Phase 3: the graph, with the memory guard's check of what building it cost."""
     meter = BuildMeter()
-    built = _TrainGraph(est, input_fn, backend)
+    with fast_eager_checks():
+        built = _TrainGraph(est, input_fn, backend)
     meter.check(f"training on {backend.description}", backend.topology.num_replicas)
     return built
 
