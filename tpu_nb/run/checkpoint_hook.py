@@ -1,28 +1,28 @@
-"""TensorFlow's CheckpointSaverHook, turning the graph into bytes once per run instead of five times."""
+"""TensorFlow's CheckpointSaverHook, turning the graph into a GraphDef once per run instead of five times."""
 
 from __future__ import annotations
 
 import os
 
 import tensorflow as tf
-from tensorflow.python.framework import meta_graph
 from tensorflow.python.lib.io import file_io
+from tensorflow.python.training import saver as saver_module
 from tensorflow.python.summary.writer import writer_cache
 
 
 class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
-    """``tf.compat.v1.train.CheckpointSaverHook`` that serialises the finished graph once.
+    """``tf.compat.v1.train.CheckpointSaverHook`` that turns the finished graph into a GraphDef once.
 
-    TensorFlow's hook turns the whole graph into a GraphDef and then bytes five times in a short run: for
-    the events file when its writer is made (before the graph is finished), for graph.pbtxt, for the
-    events file's graph and meta graph, and for the ``.meta`` file of every checkpoint. Each grows with
-    the graph, which N simulated shards multiply by N. Here the events file's writer starts without a
-    graph (the finished one is added when the session starts, as TensorFlow's hook adds it too), one
-    GraphDef serves graph.pbtxt and the events file, and the ``.meta`` bytes are made once and written
-    with every checkpoint: a finished graph can no longer change (no ops, no collections).
-    graph.pbtxt comes from protobuf's native text encoder; it parses into the same GraphDef (map
-    entries may be listed in another order, floats in their shortest exact form). The files hold what
-    TensorFlow's hook writes: listeners, session logs and the checkpoints themselves are TensorFlow's.
+    TensorFlow's hook turns the whole graph into a GraphDef five times in a short run: for the events
+    file when its writer is made (before the graph is finished), for graph.pbtxt, for the events file's
+    graph, and for the ``.meta`` file of every checkpoint. Each grows with the graph, which N simulated
+    shards multiply by N. Here the events file's writer starts without a graph (the finished one is added
+    when the session starts, as TensorFlow's hook adds it too); one GraphDef serves graph.pbtxt, the
+    events file and the meta graph; and the ``.meta`` bytes are made once and written with every
+    checkpoint, since a finished graph can no longer change (no ops, no collections). graph.pbtxt comes
+    from protobuf's native text encoder; it parses into the same GraphDef (map entries may be listed in
+    another order, floats in their shortest exact form). Listeners, session logs and the checkpoints
+    themselves are TensorFlow's.
 
     Example::
 
@@ -42,8 +42,11 @@ class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
         if self._save_graph_def:
             _write_text(graph_def, self._checkpoint_dir, "graph.pbtxt")
         saver = self._get_saver()
-        meta_graph_def = importable(meta_graph.create_meta_graph_def(
+        # The meta graph a Saver exports, from the GraphDef already made; it also goes into every .meta.
+        meta_graph_def = importable(saver_module.export_meta_graph(
             graph_def=graph_def, saver_def=saver.saver_def if saver else None))
+        if graph.finalized:
+            self._meta_bytes = meta_graph_def.SerializeToString(deterministic=True)
         # What FileWriter.add_graph(graph) does, with the GraphDef already made.
         self._summary_writer._write_plugin_assets(graph)  # noqa: SLF001
         self._summary_writer._add_graph_def(graph_def)  # noqa: SLF001
