@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import tensorflow as tf
 
 import tpu_nb
 from model_zoo import model_fn
@@ -39,6 +40,20 @@ def test_simulated_shards_describe_their_layout(tmp_path):
     assert topo.host_device(1) == "/replica:0/task:0/device:CPU:2"
     assert topo.replica_host(3) == ("/task:0/device:CPU:2", 1)
     assert topo.session_config().device_count["CPU"] == 4
+
+
+def test_shards_on_cpus_skip_the_accelerator_memory_passes_unless_the_user_chose(tmp_path):
+    topo = select_backend(_estimator(tmp_path, tpu_nb.SimulatedTPU(num_cores=2, use_gpus=False)), "train").topology
+    rewrite = topo.session_config().graph_options.rewrite_options
+    assert (rewrite.layout_optimizer, rewrite.memory_optimization) == (rewrite.OFF, rewrite.NO_MEM_OPT)
+    chosen = tf.compat.v1.ConfigProto()
+    chosen.graph_options.rewrite_options.layout_optimizer = rewrite.ON
+    chosen.graph_options.rewrite_options.memory_optimization = rewrite.RECOMPUTATION_HEURISTICS
+    rewrite = topo.session_config(chosen).graph_options.rewrite_options
+    assert (rewrite.layout_optimizer, rewrite.memory_optimization) == (rewrite.ON, rewrite.RECOMPUTATION_HEURISTICS)
+    # One device keeps TensorFlow's defaults.
+    one = select_backend(_estimator(tmp_path, use_tpu=False), "train").topology.session_config()
+    assert one.graph_options.rewrite_options.layout_optimizer == rewrite.DEFAULT
 
 
 def test_the_environment_variable_simulates_without_code_changes(tmp_path, monkeypatch):
