@@ -11,7 +11,7 @@ wall time on a shared machine) and of its phases:
 * ``model_fn``: the calls of model_fn (8 on shards: one per replica), their own thread's CPU time;
 * ``build``: building the graph, model_fn included (up to the session hooks' ``begin``);
 * ``session+1st``: creating the session, initialising variables, the first checkpoint (which writes the
-  graph as text, twice more in binary), and the first device loop, in whose first run TensorFlow
+  graph as text and in binary), and the first device loop, in whose first run TensorFlow
   optimises (Grappler), partitions and places the graph;
 * ``steps``: every later loop, and per step.
 
