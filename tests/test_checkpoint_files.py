@@ -68,3 +68,13 @@ def test_every_checkpoint_has_a_meta_graph_that_restores_it(tmp_path, shards):
     graphs = [e for path in tmp_path.glob("events.out.tfevents.*")
               for e in tf.compat.v1.train.summary_iterator(str(path)) if e.graph_def]
     assert len(graphs) == 1
+
+
+def test_checkpoint_save_graph_def_false_writes_neither_graph_pbtxt_nor_meta(tmp_path):
+    config = tpu_nb.RunConfig(model_dir=str(tmp_path), cluster=tpu_nb.SimulatedTPU(num_cores=2),
+                              checkpoint_save_graph_def=False, tpu_config=tpu_nb.TPUConfig(iterations_per_loop=2))
+    est = tpu_nb.TPUEstimator(model_fn, config=config, train_batch_size=16)
+    est.train(train_input_fn, max_steps=4)
+    assert not (tmp_path / "graph.pbtxt").exists()
+    assert not list(tmp_path.glob("*.meta"))
+    assert tf.train.load_variable(tf.train.latest_checkpoint(str(tmp_path)), "global_step") == 4

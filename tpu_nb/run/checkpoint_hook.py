@@ -45,7 +45,7 @@ class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
         # The meta graph a Saver exports, from the GraphDef already made; it also goes into every .meta.
         meta_graph_def = importable(saver_module.export_meta_graph(
             graph_def=graph_def, saver_def=saver.saver_def if saver else None))
-        if graph.finalized:
+        if self._save_graph_def and graph.finalized:
             self._meta_bytes = meta_graph_def.SerializeToString(deterministic=True)
         # What FileWriter.add_graph(graph) does, with the GraphDef already made.
         self._summary_writer._write_plugin_assets(graph)  # noqa: SLF001
