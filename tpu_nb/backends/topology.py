@@ -131,11 +131,10 @@ def _skip_passes_for_device_memory(rewrite):
     CPUs they changed no node of a published conv net's 8-shard training graph, yet took seconds of
     the session's start, which N shards make N times longer.
     """
-    config = tf.compat.v1.ConfigProto().graph_options.rewrite_options
-    if rewrite.layout_optimizer == config.DEFAULT:
-        rewrite.layout_optimizer = config.OFF
-    if rewrite.memory_optimization == config.DEFAULT_MEM_OPT:
-        rewrite.memory_optimization = config.NO_MEM_OPT
+    if rewrite.layout_optimizer == rewrite.DEFAULT:
+        rewrite.layout_optimizer = rewrite.OFF
+    if rewrite.memory_optimization == rewrite.DEFAULT_MEM_OPT:
+        rewrite.memory_optimization = rewrite.NO_MEM_OPT
 
 
 def single_device() -> Topology:

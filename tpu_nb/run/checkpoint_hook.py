@@ -56,17 +56,13 @@ class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
         self._timer.update_last_triggered_step(global_step)
 
     def _save(self, session, step):
-        """TensorFlow's ``_save``, writing the ``.meta`` file from bytes made once for a finished graph."""
-        saver = self._get_saver()
-        if not (self._save_graph_def and session.graph.finalized and saver is not None):
+        """TensorFlow's ``_save``, writing the ``.meta`` file from the bytes made when the session started."""
+        if self._meta_bytes is None:  # no .meta wanted, or a graph not finished
             return super()._save(session, step)
         for listener in self._listeners:
             listener.before_save(session, step)
-        path = saver.save(session, self._save_path, global_step=step, write_meta_graph=False)
+        path = self._get_saver().save(session, self._save_path, global_step=step, write_meta_graph=False)
         if path is not None:
-            if self._meta_bytes is None:
-                with session.graph.as_default():
-                    self._meta_bytes = importable(saver.export_meta_graph()).SerializeToString(deterministic=True)
             file_io.atomic_write_string_to_file(path + ".meta", self._meta_bytes)
         self._summary_writer.add_session_log(
             tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.CHECKPOINT, checkpoint_path=self._save_path),
