@@ -42,18 +42,22 @@ def test_simulated_shards_describe_their_layout(tmp_path):
     assert topo.session_config().device_count["CPU"] == 4
 
 
-def test_shards_on_cpus_skip_the_accelerator_memory_passes_unless_the_user_chose(tmp_path):
+def test_shards_on_cpus_trim_grappler_unless_the_user_chose(tmp_path):
     topo = select_backend(_estimator(tmp_path, tpu_nb.SimulatedTPU(num_cores=2, use_gpus=False)), "train").topology
     rewrite = topo.session_config().graph_options.rewrite_options
     assert (rewrite.layout_optimizer, rewrite.memory_optimization) == (rewrite.OFF, rewrite.NO_MEM_OPT)
+    assert rewrite.meta_optimizer_iterations == rewrite.ONE
     chosen = tf.compat.v1.ConfigProto()
     chosen.graph_options.rewrite_options.layout_optimizer = rewrite.ON
     chosen.graph_options.rewrite_options.memory_optimization = rewrite.RECOMPUTATION_HEURISTICS
+    chosen.graph_options.rewrite_options.meta_optimizer_iterations = rewrite.TWO
     rewrite = topo.session_config(chosen).graph_options.rewrite_options
     assert (rewrite.layout_optimizer, rewrite.memory_optimization) == (rewrite.ON, rewrite.RECOMPUTATION_HEURISTICS)
+    assert rewrite.meta_optimizer_iterations == rewrite.TWO
     # One device keeps TensorFlow's defaults.
     one = select_backend(_estimator(tmp_path, use_tpu=False), "train").topology.session_config()
     assert one.graph_options.rewrite_options.layout_optimizer == rewrite.DEFAULT
+    assert one.graph_options.rewrite_options.meta_optimizer_iterations == rewrite.DEFAULT_NUM_ITERS
 
 
 def test_the_environment_variable_simulates_without_code_changes(tmp_path, monkeypatch):

@@ -125,16 +125,20 @@ class Topology:
 
 
 def _skip_passes_for_device_memory(rewrite):
-    """Turns off Grappler's layout and memory passes where the user left them at their defaults.
+    """Trims Grappler's work on logical CPUs, in every setting the user left at its default.
 
-    Both serve accelerators (NCHW layouts, swapping or recomputing to fit device memory). On logical
-    CPUs they changed no node of a published conv net's 8-shard training graph, yet took seconds of
-    the session's start, which N shards make N times longer.
+    The layout and memory passes serve accelerators (NCHW layouts, swapping or recomputing to fit device
+    memory); on logical CPUs they changed no node of a published conv net's 8-shard training graph, yet
+    took seconds of the session's start, which N shards make N times longer. Grappler's second round of
+    passes (its default is two) took about a third of its time on that graph and removed 3% of its
+    nodes, duplicates the first round's constant folding had made; steps were as fast without it.
     """
     if rewrite.layout_optimizer == rewrite.DEFAULT:
         rewrite.layout_optimizer = rewrite.OFF
     if rewrite.memory_optimization == rewrite.DEFAULT_MEM_OPT:
         rewrite.memory_optimization = rewrite.NO_MEM_OPT
+    if rewrite.meta_optimizer_iterations == rewrite.DEFAULT_NUM_ITERS:
+        rewrite.meta_optimizer_iterations = rewrite.ONE
 
 
 def single_device() -> Topology:
