@@ -68,7 +68,8 @@ def compact_ready_ops():
     (None, None) to keep the defaults: no variable is distributed, or the graph's collections hold some.
 
     On N shards the defaults check all N copies of every variable: about 4,000 ops for ResNet-18 on 8
-    shards in each of two checks, each optimised and run once per session.
+    shards in each of two checks, each optimised and run once per session. Where there is no local
+    state the two checks are one tensor.
     """
     from tensorflow.python.ops import resources
 
@@ -80,6 +81,9 @@ def compact_ready_ops():
         return None, None
     ready = tf.concat([tf.compat.v1.report_uninitialized_variables(_one_copy_each(all_vars)),
                        resources.report_uninitialized_resources()], 0)
+    if not tf.compat.v1.local_variables() and not tf.compat.v1.get_collection(keys.LOCAL_RESOURCES):
+        # Both checks cover the same state then; one tensor is one executor for the session to build.
+        return ready, ready
     ready_for_local_init = tf.concat([
         tf.compat.v1.report_uninitialized_variables(_one_copy_each(global_vars)),
         resources.report_uninitialized_resources(resources.shared_resources())], 0)

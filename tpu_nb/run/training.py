@@ -17,6 +17,7 @@ import time
 from typing import Optional
 
 import tensorflow as tf
+from tensorflow.python.training import training_util
 
 from ..graph.eager_checks import fast_eager_checks
 from ..inputs import const_lifting
@@ -106,6 +107,11 @@ class _TrainGraph:
 
                 warm_start(est.warm_start_from)
             self.scaffold = _merge_scaffold(scaffold_from_user, est.config, self.input)
+            # The tensor TensorFlow's hooks fetch for the global step. Fetching it at loop boundaries too
+            # lets those runs share the session's executor for it: each new set of fetches costs the
+            # session a pass of Grappler and placement over the whole graph, seconds on N shards.
+            read = training_util._get_or_create_global_step_read(self.graph)  # noqa: SLF001
+            self.global_step_read = read if read is not None else self.global_step
 
 
 _NEVER = 2**62  # a checkpoint period no run reaches
@@ -317,7 +323,7 @@ class _LoopStep:
         self.last_loss = loss
         self._report(ran, loss, seconds)
         # Hooks see the state after the loop (the global step is read fresh).
-        step_context.run_with_hooks(built.global_step)
+        step_context.run_with_hooks(built.global_step_read)
         if self.exhausted or (self.target is not None and step >= self.target) or self.stop.is_set():
             if built.device.barrier is not None:
                 session.run(built.device.barrier)
