@@ -119,12 +119,12 @@ class Topology:
             config.CopyFrom(user_config)
         if self.logical_cpus:
             config.device_count["CPU"] = max(self.logical_cpus, config.device_count.get("CPU", 0))
-            _skip_passes_for_device_memory(config.graph_options.rewrite_options)
+            _trim_grappler_for_logical_cpus(config.graph_options.rewrite_options)
         config.allow_soft_placement = True
         return config
 
 
-def _skip_passes_for_device_memory(rewrite):
+def _trim_grappler_for_logical_cpus(rewrite):
     """Trims Grappler's work on logical CPUs, in every setting the user left at its default.
 
     The layout and memory passes serve accelerators (NCHW layouts, swapping or recomputing to fit device

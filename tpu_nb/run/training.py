@@ -339,7 +339,7 @@ class _LoopStep:
                 feed.ran = int(ran)
             except tf.errors.OutOfRangeError:
                 self.exhausted = True
-                step = session.run(built.global_step)
+                step = session.run(built.global_step_read)
                 ran, loss, bad_step = step - self.step, self.last_loss, -1
         return ran, loss, bad_step, int(step), time.perf_counter() - t0
 
